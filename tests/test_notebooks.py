@@ -1,0 +1,30 @@
+"""Every notebook runs top to bottom in a fresh kernel without an error.
+
+``TINYQUANT_WRITE_NOTEBOOKS=1 pytest tests/test_notebooks.py`` also writes the fresh outputs
+back into the notebooks (the one command that regenerates them all).
+"""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_without_error_in_a_fresh_kernel(path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    t0 = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    elapsed = time.perf_counter() - t0
+    if os.environ.get("TINYQUANT_WRITE_NOTEBOOKS") == "1":
+        nbformat.write(nb, path)
+    assert elapsed < 180 * 1.5, f"{path.name} took {elapsed:.0f} s; notebooks must run in <= 3 min"

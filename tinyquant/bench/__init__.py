@@ -1,0 +1,49 @@
+"""Benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+Each suite module exposes ``run(quick: bool) -> list[dict]``; a row has at least ``name``,
+``shape``, ``seconds`` (median), ``baseline``, ``baseline_seconds`` and ``speedup``.
+``tinyquant bench [SUITE] [--json] [--quick]`` runs them (see ``tinyquant.cli``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+
+SUITES = {
+    "train": "tinyquant.bench.train",
+    "kernels": "tinyquant.bench.kernels",
+}
+
+
+def time_it(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> tuple[float, float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; return (median, min) seconds.
+
+    >>> med, best = time_it(lambda: sum(range(100)), repeats=3)
+    >>> 0 <= best <= med
+    True
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def run_suites(names: list[str], quick: bool) -> list[dict]:
+    """Run the named suites (all when ``names`` is empty) and concatenate their rows."""
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown benchmark suite(s) {unknown}; choose from {sorted(SUITES)}")
+    rows: list[dict] = []
+    for name in names or list(SUITES):
+        module = importlib.import_module(SUITES[name])
+        rows.extend(module.run(quick=quick))
+    return rows
