@@ -1,0 +1,377 @@
+"""Affine (uniform integer) quantization: x ≈ scale · (code − zero), one (scale, zero) per block.
+
+    code = clamp(round_half_even(x / scale) + zero, qmin, qmax)          quantize
+    x̂    = (code − zero) · scale                                          dequantize
+
+``block_size`` (granularity.py) says which elements share one (scale, zero): the scale and zero
+arrays have shape ``x.shape // block_size`` (per-tensor (1, 1), per-channel (O, 1), per-group
+(O, I/g), per-token (T, 1)). Refs: Jacob et al. 2018 "Quantization and Training of Neural
+Networks for Efficient Integer-Arithmetic-Only Inference", eq. (1); torchao quant_primitives;
+PyTorch observers; GPTQ quant.py.
+
+How the reference implementations choose (scale, zero) — they disagree; we offer each:
+
+  symmetric, convention="restricted" (default; ONNX Runtime, llama.cpp Q8_0):
+      signed codes on [−qmax, qmax], scale = amax / qmax, zero = 0.
+  symmetric, convention="full" (PyTorch's symmetric observers):
+      signed codes on [qmin, qmax], scale = amax / ((qmax − qmin) / 2), zero = 0; +amax lands on
+      qmax + ½ and is clipped to qmax.
+  symmetric, convention="gptq" (GPTQ quant.py; unsigned format required):
+      unsigned codes on [0, maxq], zero = (maxq + 1) / 2, scale = 2·amax / maxq. Faithful to
+      GPTQ including its quirk: a block with no negative value keeps xmin = 0, so scale =
+      amax / maxq (half the grid unused). An all-zero block gets the range [−1, 1].
+  asymmetric (any convention; PyTorch observers, GPTQ sym=False):
+      the range is widened to contain 0, lo = min(min x, 0), hi = max(max x, 0);
+      scale = (hi − lo) / (qmax − qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax),
+      an integer, so that x = 0 is exactly representable (padding, ReLU zeros stay exact).
+
+Where we deliberately differ from PyTorch: PyTorch clamps scale to float32 eps; we only replace
+scales below the smallest normal float32 (2⁻¹²⁶) by it, so tiny tensors keep their resolution.
+A *constant* block (all values c) gets scale |c| (1 for c = 0) and codes ±1 (or zero), so that it
+reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one ulp. PyTorch
+computes x·(1/scale); we compute x/scale (IEEE division), which can differ at exact ties.
+
+Dtypes: x is cast to float32; scale is float32; zero is int32 (integer-valued; GPTQ's symmetric
+zero (maxq+1)/2 is an integer too); codes are int8 for signed formats and uint8 for unsigned.
+
+Shape legend: x (d0, d1, …); block (b0, b1, …); scale/zero (n0, n1, …) with nᵢ = dᵢ / bᵢ;
+the blocked view of x is (n0, b0, n1, b1, …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .formats import Format, get_format
+from .granularity import check_block_size, num_blocks
+
+__all__ = [
+    "CONVENTIONS",
+    "check_finite",
+    "block_minmax",
+    "qparams_from_range",
+    "choose_qparams",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "expand",
+    "code_dtype",
+]
+
+CONVENTIONS = ("restricted", "full", "gptq")
+SCALE_FLOOR = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2^-126
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def check_finite(x: np.ndarray, name: str = "x") -> None:
+    """Raise ValueError naming how many values are NaN/Inf and where the first one is.
+
+    >>> check_finite(np.array([[1.0, np.nan], [np.inf, 2.0]]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: x has 2 non-finite values (1 NaN, 1 Inf); the first is nan at index (0, 1)...
+    """
+    bad = ~np.isfinite(x)
+    if bad.any():
+        n_nan = int(np.isnan(x).sum())
+        n_bad = int(bad.sum())
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} has {n_bad} non-finite values ({n_nan} NaN, {n_bad - n_nan} Inf); "
+            f"the first is {x[first]} at index {first}. "
+            "Remove or replace them (e.g. np.nan_to_num) before quantizing"
+        )
+
+
+def _as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(
+            f"{name} has dtype {x.dtype}; quantize floating-point arrays "
+            f"(float16/32/64), e.g. {name}.astype(np.float32)"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{name} is a 0-d scalar; pass at least a 1-D array (e.g. x[None])")
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32, copy=False)
+    check_finite(x32, name)
+    return x32
+
+
+def _int_format(fmt: str | Format) -> Format:
+    f = get_format(fmt)
+    if f.kind != "int":
+        raise ValueError(
+            f"format {f.name!r} is a {f.kind} format; affine quantization needs an integer "
+            "format (int8, uint8, int4, uint4, int3, uint3, int2, uint2, ternary). "
+            "Use floats.py for float formats and codebook.py for nf4/fp4_bnb"
+        )
+    return f
+
+
+def code_dtype(fmt: str | Format) -> np.dtype:
+    """Smallest NumPy dtype holding the codes: int8 for signed formats, uint8 for unsigned.
+
+    >>> code_dtype("int4"), code_dtype("uint4")
+    (dtype('int8'), dtype('uint8'))
+    """
+    f = _int_format(fmt)
+    return np.dtype(np.int8 if f.qmin < 0 else np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks
+# ---------------------------------------------------------------------------------------------
+def _blocked_shape(shape: Sequence[int], block: Sequence[int]) -> tuple[int, ...]:
+    out: list[int] = []
+    for d, b in zip(shape, block, strict=True):
+        out += [d // b, b]  # (n_i, b_i)
+    return tuple(out)
+
+
+def _per_block(a: np.ndarray, block: Sequence[int]) -> np.ndarray:
+    """Reshape a (n0, n1, …) parameter array to (n0, 1, n1, 1, …) for the blocked view."""
+    a = np.asarray(a)
+    return a.reshape(_blocked_shape(a.shape, [1] * a.ndim))
+
+
+def _check_params(x_shape, scale, block) -> tuple[int, ...]:
+    block = check_block_size(x_shape, block)
+    want = num_blocks(x_shape, block)
+    if np.shape(scale) != want:
+        raise ValueError(
+            f"scale has shape {np.shape(scale)} but x of shape {tuple(x_shape)} with "
+            f"block_size {block} needs {want} (= x.shape // block_size)"
+        )
+    return block
+
+
+def expand(a: np.ndarray, block_size: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Repeat a per-block array (n0, n1, …) to the full tensor shape (d0, d1, …).
+
+    >>> expand(np.array([[1.0, 2.0]]), (1, 2), (1, 4))
+    array([[1., 1., 2., 2.]])
+    """
+    block = check_block_size(shape, block_size)
+    a = np.asarray(a)
+    full = np.broadcast_to(_per_block(a, block), _blocked_shape(shape, block))
+    return full.reshape(tuple(shape))
+
+
+def block_minmax(x: np.ndarray, block_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block minimum and maximum, each of shape x.shape // block_size (float32).
+
+    >>> lo, hi = block_minmax(np.array([[1.0, -2.0, 3.0, 4.0]]), (1, 2))
+    >>> lo, hi
+    (array([[-2.,  3.]], dtype=float32), array([[1., 4.]], dtype=float32))
+    """
+    x = _as_float32(x)
+    block = check_block_size(x.shape, block_size)
+    xb = x.reshape(_blocked_shape(x.shape, block))  # (n0, b0, n1, b1, …)
+    axes = tuple(range(1, 2 * x.ndim, 2))
+    return xb.min(axis=axes), xb.max(axis=axes)
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing (scale, zero)
+# ---------------------------------------------------------------------------------------------
+def qparams_from_range(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    fmt: str | Format,
+    symmetric: bool = True,
+    convention: str = "restricted",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero) for ranges [lo, hi] (arrays of any shape; observers call this).
+
+    >>> s, z = qparams_from_range(np.array([-1.0]), np.array([2.54]), "int8")
+    >>> s, z
+    (array([0.02], dtype=float32), array([0], dtype=int32))
+    >>> s, z = qparams_from_range(np.array([-0.2]), np.array([1.0]), "uint8", symmetric=False)
+    >>> float(s[0]), int(z[0])  # 1.2 / 255; zero = −round(−0.2 / scale) = round(42.5…) = 43
+    (0.004705882165580988, 43)
+    """
+    f = _int_format(fmt)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {CONVENTIONS}")
+    lo = np.asarray(lo, dtype=np.float32)
+    hi = np.asarray(hi, dtype=np.float32)
+    if lo.shape != hi.shape:
+        raise ValueError(f"lo {lo.shape} and hi {hi.shape} must have the same shape")
+    check_finite(lo, "lo")
+    check_finite(hi, "hi")
+    if np.any(lo > hi):
+        raise ValueError("lo > hi somewhere; pass lo = min, hi = max of each block")
+    qmin, qmax = f.qmin, f.qmax
+    lo64, hi64 = lo.astype(np.float64), hi.astype(np.float64)
+
+    if symmetric and convention == "gptq":
+        if qmin != 0:
+            raise ValueError(
+                f"convention 'gptq' uses unsigned codes [0, maxq]; got signed format "
+                f"{f.name!r}; use 'u{f.name}' (e.g. uint4)"
+            )
+        # GPTQ quant.py find_params, sym=True, line by line
+        xmin, xmax = np.minimum(lo64, 0.0), np.maximum(hi64, 0.0)
+        xmax = np.maximum(-xmin, xmax)
+        xmin = np.where(xmin < 0, -xmax, xmin)
+        dead = (xmin == 0) & (xmax == 0)
+        xmin, xmax = np.where(dead, -1.0, xmin), np.where(dead, 1.0, xmax)
+        scale = ((xmax - xmin) / qmax).astype(np.float32)
+        zero = np.full(lo.shape, (qmax + 1) // 2, dtype=np.int32)
+        return _finite_scale(scale), zero
+
+    if symmetric:
+        if qmin == 0:
+            raise ValueError(
+                f"symmetric quantization with the unsigned format {f.name!r} needs "
+                "convention='gptq' (zero = (maxq+1)/2); or use a signed format such as "
+                f"'{f.name[1:]}', or symmetric=False"
+            )
+        amax = np.maximum(np.abs(lo64), np.abs(hi64))
+        denom = qmax if convention == "restricted" else (qmax - qmin) / 2
+        scale = (amax / denom).astype(np.float32)
+        zero = np.zeros(lo.shape, dtype=np.int32)
+        const = lo64 == hi64  # every value equal to c: scale |c|, code ±1
+        scale = np.where(const, np.abs(lo), scale).astype(np.float32)
+        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+        return _finite_scale(scale), zero
+
+    # asymmetric: widen to contain 0, integer zero-point (PyTorch observers, GPTQ sym=False)
+    lo0, hi0 = np.minimum(lo, 0).astype(np.float32), np.maximum(hi, 0).astype(np.float32)
+    scale = ((hi0.astype(np.float64) - lo0) / (qmax - qmin)).astype(np.float32)
+    const = lo64 == hi64
+    scale = np.where(const, np.abs(lo), scale).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+    scale = _finite_scale(scale)
+    zero = qmin - np.rint(lo0 / scale)  # float32: PyTorch's zero_point formula
+    zero = np.where(const & (lo < 0), qmin + 1, zero)  # constant c < 0: code qmin = −1 step
+    zero = np.where(const & (lo >= 0), qmin, zero)  # constant c ≥ 0: code qmin (+1)
+    zero = np.clip(zero, qmin, qmax).astype(np.int32)
+    return scale, zero
+
+
+def _finite_scale(scale: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(scale)):
+        raise ValueError(
+            "the range is too large for a float32 scale (|x| near 3.4e38); rescale x first"
+        )
+    return np.maximum(scale, SCALE_FLOOR).astype(np.float32)
+
+
+def choose_qparams(
+    x: np.ndarray,
+    fmt: str | Format,
+    block_size: Sequence[int],
+    symmetric: bool = True,
+    convention: str = "restricted",
+    clip_ratio: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Min-max (scale, zero) per block; both of shape x.shape // block_size.
+
+    ``clip_ratio`` in (0, 1] shrinks the range (lo, hi) → clip_ratio·(lo, hi) before the
+    parameters are derived (clipping search, AWQ's max shrink).
+
+    Worked example (int8, one block, amax = 2.54):
+
+    >>> x = np.array([[-1.0, 0.5, 2.54]], dtype=np.float32)
+    >>> s, z = choose_qparams(x, "int8", (1, 3))                  # restricted: 2.54 / 127
+    >>> s, quantize(x, s, z, "int8", (1, 3))
+    (array([[0.02]], dtype=float32), array([[-50,  25, 127]], dtype=int8))
+    >>> s, z = choose_qparams(x, "int8", (1, 3), convention="full")  # PyTorch: 2.54 / 127.5
+    >>> quantize(x, s, z, "int8", (1, 3))                          # 127.5 → 128 → clipped
+    array([[-50,  25, 127]], dtype=int8)
+    >>> s, z = choose_qparams(x, "uint8", (1, 3), symmetric=False)  # range [-1, 2.54]
+    >>> round(float(s[0, 0]), 6), int(z[0, 0]), quantize(x, s, z, "uint8", (1, 3))
+    (0.013882, 72, array([[  0, 108, 255]], dtype=uint8))
+    """
+    x = _as_float32(x)
+    block = check_block_size(x.shape, block_size)
+    if not 0.0 < clip_ratio <= 1.0:
+        raise ValueError(f"clip_ratio must be in (0, 1], got {clip_ratio}")
+    lo, hi = block_minmax(x, block)
+    if clip_ratio != 1.0:
+        lo, hi = lo * np.float32(clip_ratio), hi * np.float32(clip_ratio)
+    return qparams_from_range(lo, hi, fmt, symmetric=symmetric, convention=convention)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize / dequantize
+# ---------------------------------------------------------------------------------------------
+def quantize(
+    x: np.ndarray,
+    scale: np.ndarray,
+    zero: np.ndarray,
+    fmt: str | Format,
+    block_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """codes = clamp(round_half_even(x / scale) + zero, qmin, qmax), int8/uint8.
+
+    With ``block_size``, scale/zero have shape x.shape // block_size. With ``block_size=None``
+    they are broadcast against x as-is (e.g. GPTQ's one column ``w[:, j]`` with scale (O,)).
+
+    >>> quantize(np.array([0.5, 1.5, 2.5, 100.0]), np.float32(1.0), 0, "int4")
+    array([0, 2, 2, 7], dtype=int8)
+    """
+    f = _int_format(fmt)
+    x = _as_float32(x)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero)
+    if np.any(~(scale > 0)):
+        raise ValueError("scale must be positive and finite; use choose_qparams to get one")
+    if block_size is None:
+        q = np.rint(x / scale) + zero
+    else:
+        block = _check_params(x.shape, scale, block_size)
+        xb = x.reshape(_blocked_shape(x.shape, block))  # (n0, b0, n1, b1, …)
+        zb = _per_block(np.broadcast_to(zero, scale.shape), block)
+        q = (np.rint(xb / _per_block(scale, block)) + zb).reshape(x.shape)
+    return np.clip(q, f.qmin, f.qmax).astype(code_dtype(f))
+
+
+def dequantize(
+    codes: np.ndarray,
+    scale: np.ndarray,
+    zero: np.ndarray,
+    block_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """x̂ = (codes − zero) · scale in float32.
+
+    >>> codes, scale = np.array([[-50, 25, 127]], dtype=np.int8), np.array([[0.02]], np.float32)
+    >>> dequantize(codes, scale, 0, (1, 3))
+    array([[-1.  ,  0.5 ,  2.54]], dtype=float32)
+    """
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero)
+    c = codes.astype(np.float32)
+    if block_size is None:
+        return ((c - zero.astype(np.float32)) * scale).astype(np.float32)
+    block = _check_params(codes.shape, scale, block_size)
+    cb = c.reshape(_blocked_shape(codes.shape, block))  # (n0, b0, n1, b1, …)
+    zb = _per_block(np.broadcast_to(zero, scale.shape).astype(np.float32), block)
+    return ((cb - zb) * _per_block(scale, block)).reshape(codes.shape).astype(np.float32)
+
+
+def fake_quantize(
+    x: np.ndarray,
+    fmt: str | Format,
+    block_size: Sequence[int],
+    symmetric: bool = True,
+    convention: str = "restricted",
+    clip_ratio: float = 1.0,
+) -> np.ndarray:
+    """dequantize(quantize(x)) with min-max parameters: the float tensor the codes stand for.
+
+    >>> fake_quantize(np.array([[0.1, -0.4, 0.7]]), "int2", (1, 3))
+    array([[ 0. , -0.7,  0.7]], dtype=float32)
+    """
+    x = _as_float32(x)
+    scale, zero = choose_qparams(x, fmt, block_size, symmetric, convention, clip_ratio)
+    return dequantize(quantize(x, scale, zero, fmt, block_size), scale, zero, block_size)

@@ -1,0 +1,185 @@
+"""QTensor: a quantized tensor as it sits in memory — packed codes, scales, zeros — and its bytes.
+
+    x̂ = (unpack(codes) − zero) · expand(scale)          int formats   (affine.py)
+    x̂ = grid[unpack(codes)] · expand(absmax)             codebook formats (codebook.py)
+    x̂ = decode(codes) · expand(scale)                    float formats (floats.py), scaled FP8/FP4
+
+    nbytes          = codes.nbytes + scale bytes + zero bytes (+ nested scale QTensor, + offset)
+    bits_per_weight = 8 · nbytes / x.size
+
+Storage choices (what ``nbytes`` counts — exactly the arrays held here):
+  * codes: uint8, packed along the last axis with pack.py (signed codes offset by 2^(b−1));
+  * scale: float32 by default, or float16 with ``scale_dtype="float16"`` (llama.cpp-style; the
+    codes are then computed with the fp16-rounded scale so that codes and scale agree);
+    a double-quantized scale (QLoRA) is itself a QTensor plus a float32 ``scale_offset``;
+  * zero: ``None`` when it is identically 0 (symmetric signed), else one byte per block
+    (int8 for signed formats, uint8 for unsigned) — GPTQ's symmetric (maxq+1)/2 is stored too,
+    as GPTQ does.
+Ref: llama.cpp "bits per weight" (bpw); GPTQ qweight/qzeros/scales.
+Shape legend: x (d0, …, d_last); codes (d0, …, d_last·b/8); scale/zero (d0/b0, …, d_last/b_last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import affine
+from .formats import Format, get_format
+from .granularity import check_block_size, num_blocks
+from .pack import pack, packed_length, to_signed, to_unsigned, unpack
+
+__all__ = ["QTensor", "quantize_tensor"]
+
+_SCALE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass(frozen=True, eq=False)
+class QTensor:
+    """Packed codes + scale (+ zero) + format + block_size + original shape.
+
+    >>> w = np.arange(-8, 8, dtype=np.float32).reshape(2, 8)
+    >>> qt = quantize_tensor(w, "int4", (1, 8))
+    >>> qt.codes.shape, qt.scale.shape, qt.zero, qt.nbytes, qt.bits_per_weight
+    ((2, 4), (2, 1), None, 16, 8.0)
+    >>> bool(np.abs(qt.dequantize() - w).max() <= qt.scale.max() / 2)
+    True
+    """
+
+    codes: np.ndarray  # uint8 (…, packed last dim): packed unsigned codes
+    scale: np.ndarray | QTensor  # per-block scale (float32 / float16), or double-quantized
+    zero: np.ndarray | None  # per-block zero (int8 / uint8), None when identically 0
+    fmt: Format  # the format of the codes
+    block_size: tuple[int, ...]  # elements sharing one (scale, zero)
+    shape: tuple[int, ...]  # the original tensor's shape
+    scale_offset: float | None = None  # double quantization: absmax = dequant(scale) + offset
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.shape)
+        block = check_block_size(shape, self.block_size)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "block_size", block)
+        want_codes = shape[:-1] + (packed_length(shape[-1], self.fmt.storage_bits),)
+        if self.codes.dtype != np.uint8 or self.codes.shape != want_codes:
+            raise ValueError(
+                f"codes must be uint8 of shape {want_codes} (packed {self.fmt.storage_bits}-bit "
+                f"codes of shape {shape}), got {self.codes.dtype} {self.codes.shape}"
+            )
+        want = num_blocks(shape, block)
+        sshape = self.scale.shape if isinstance(self.scale, QTensor) else np.shape(self.scale)
+        if tuple(sshape) != want:
+            raise ValueError(f"scale must have shape {want}, got {tuple(sshape)}")
+        if self.zero is not None and np.shape(self.zero) != want:
+            raise ValueError(f"zero must have shape {want}, got {np.shape(self.zero)}")
+
+    # -- sizes ----------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of elements of the original tensor."""
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes held: packed codes + scales + zeros (+ nested scale and its offset)."""
+        n = self.codes.nbytes + self.scale.nbytes
+        if self.zero is not None:
+            n += self.zero.nbytes
+        if self.scale_offset is not None:
+            n += 4  # one float32
+        return int(n)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """All stored bits divided by the number of elements (llama.cpp's bpw)."""
+        return 8.0 * self.nbytes / self.size
+
+    # -- values ---------------------------------------------------------------------------------
+    def scale_values(self) -> np.ndarray:
+        """The per-block scale as float32 (dequantizing a double-quantized scale)."""
+        if isinstance(self.scale, QTensor):
+            return (self.scale.dequantize() + np.float32(self.scale_offset)).astype(np.float32)
+        return np.asarray(self.scale, dtype=np.float32)
+
+    def unpacked_codes(self) -> np.ndarray:
+        """Codes at full width: int8 for signed int formats, else uint8 indices/bit patterns."""
+        u = unpack(self.codes, self.fmt.storage_bits, self.shape[-1])  # (…, d_last) uint8
+        if self.fmt.kind == "int" and self.fmt.signed:
+            return to_signed(u, self.fmt.storage_bits)
+        return u
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 tensor the codes stand for, of shape ``self.shape``."""
+        scale = self.scale_values()
+        codes = self.unpacked_codes()
+        if self.fmt.kind == "int":
+            zero = 0 if self.zero is None else self.zero.astype(np.int32)
+            return affine.dequantize(codes, scale, zero, self.block_size)
+        if self.fmt.kind == "codebook":
+            grid = np.array(self.fmt.grid, dtype=np.float32)
+            vals = grid[codes]  # (…) float32
+        else:
+            from .floats import decode
+
+            vals = decode(codes, self.fmt)
+        return (vals * affine.expand(scale, self.block_size, self.shape)).astype(np.float32)
+
+
+def quantize_tensor(
+    x: np.ndarray,
+    fmt: str | Format,
+    block_size: Sequence[int],
+    symmetric: bool = True,
+    convention: str = "restricted",
+    clip_ratio: float = 1.0,
+    scale_dtype: str = "float32",
+) -> QTensor:
+    """Quantize ``x`` round-to-nearest with min-max parameters into a packed QTensor.
+
+    Integer formats go through affine.py; nf4/fp4_bnb through codebook.py (absmax blocks);
+    float formats (fp8_e4m3, fp8_e5m2, fp4_e2m1) are scaled so that amax maps to max_finite.
+
+    >>> x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
+    >>> qt = quantize_tensor(x, "uint4", (1, 32), symmetric=False)
+    >>> qt.codes.nbytes, qt.scale.nbytes, qt.zero.nbytes, qt.bits_per_weight
+    (32, 8, 2, 5.25)
+    >>> quantize_tensor(x, "int4", (1, 32), scale_dtype="float16").scale.dtype
+    dtype('float16')
+    """
+    f = get_format(fmt)
+    if scale_dtype not in _SCALE_DTYPES:
+        raise ValueError(f"scale_dtype must be one of {list(_SCALE_DTYPES)}, got {scale_dtype!r}")
+    if f.kind == "codebook":
+        from .codebook import quantize_codebook
+
+        return quantize_codebook(x, f, block_size=block_size)
+    x = affine._as_float32(x)
+    block = check_block_size(x.shape, block_size)
+    if f.kind == "float":
+        from .floats import quantize_scaled_float
+
+        bits, scale = quantize_scaled_float(x, f, block, clip_ratio=clip_ratio)
+        scale = _store_scale(scale, scale_dtype)
+        bits, scale = quantize_scaled_float(x, f, block, scale=scale.astype(np.float32))
+        return QTensor(pack(bits, f.storage_bits), _store_scale(scale, scale_dtype), None, f,
+                       block, x.shape)  # fmt: skip
+    scale, zero = affine.choose_qparams(x, f, block, symmetric, convention, clip_ratio)
+    scale = _store_scale(scale, scale_dtype)
+    codes = affine.quantize(x, scale.astype(np.float32), zero, f, block)
+    if f.signed:
+        codes = to_unsigned(codes, f.storage_bits)
+    keep_zero = (not symmetric) or convention == "gptq"
+    zero_stored = zero.astype(affine.code_dtype(f)) if keep_zero else None
+    return QTensor(pack(codes, f.storage_bits), scale, zero_stored, f, block, x.shape)
+
+
+def _store_scale(scale: np.ndarray, scale_dtype: str) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore"):
+        s = np.asarray(scale, dtype=np.float32).astype(_SCALE_DTYPES[scale_dtype])
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError(
+            f"a scale does not fit in {scale_dtype} (range {scale.min():g}..{scale.max():g}); "
+            "use scale_dtype='float32'"
+        )
+    return s
