@@ -15,6 +15,8 @@ from .affine import (
     qparams_from_range,
     quantize,
 )
+from .codebook import encode_codebook, from_bnb_bytes, quantize_codebook, to_bnb_bytes
+from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
 from .pack import pack, packed_length, to_signed, to_unsigned, unpack
@@ -22,6 +24,7 @@ from .qtensor import QTensor, quantize_tensor
 
 __all__ = [
     "CONVENTIONS",
+    "FLOAT_FORMATS",
     "FORMATS",
     "Format",
     "QTensor",
@@ -31,8 +34,12 @@ __all__ = [
     "choose_qparams",
     "code_dtype",
     "dequantize",
+    "decode",
+    "encode",
+    "encode_codebook",
     "expand",
     "fake_quantize",
+    "from_bnb_bytes",
     "get_format",
     "num_blocks",
     "pack",
@@ -43,7 +50,11 @@ __all__ = [
     "per_token",
     "qparams_from_range",
     "quantize",
+    "quantize_codebook",
     "quantize_tensor",
+    "round_to_format",
+    "split_fields",
+    "to_bnb_bytes",
     "to_signed",
     "to_unsigned",
     "unpack",

@@ -68,9 +68,14 @@ class QTensor:
                 f"codes of shape {shape}), got {self.codes.dtype} {self.codes.shape}"
             )
         want = num_blocks(shape, block)
-        sshape = self.scale.shape if isinstance(self.scale, QTensor) else np.shape(self.scale)
-        if tuple(sshape) != want:
-            raise ValueError(f"scale must have shape {want}, got {tuple(sshape)}")
+        if isinstance(self.scale, QTensor):  # double-quantized: flat, possibly zero-padded
+            if self.scale.size < int(np.prod(want)) or self.scale_offset is None:
+                raise ValueError(
+                    f"a nested scale QTensor needs >= {int(np.prod(want))} values and a "
+                    "scale_offset"
+                )
+        elif np.shape(self.scale) != want:
+            raise ValueError(f"scale must have shape {want}, got {np.shape(self.scale)}")
         if self.zero is not None and np.shape(self.zero) != want:
             raise ValueError(f"zero must have shape {want}, got {np.shape(self.zero)}")
 
@@ -99,7 +104,9 @@ class QTensor:
     def scale_values(self) -> np.ndarray:
         """The per-block scale as float32 (dequantizing a double-quantized scale)."""
         if isinstance(self.scale, QTensor):
-            return (self.scale.dequantize() + np.float32(self.scale_offset)).astype(np.float32)
+            want = num_blocks(self.shape, self.block_size)
+            flat = self.scale.dequantize().reshape(-1)[: int(np.prod(want))]  # drop the padding
+            return (flat + np.float32(self.scale_offset)).astype(np.float32).reshape(want)
         return np.asarray(self.scale, dtype=np.float32)
 
     def unpacked_codes(self) -> np.ndarray:
