@@ -1,0 +1,168 @@
+"""Input validation for the kernels, in Python, before anything enters Numba.
+
+A compiled kernel trusts its inputs: a wrong dtype would be silently reinterpreted, a wrong
+shape would read out of bounds, a NaN would flow into the integer path as garbage. Every public
+kernel (reference and fast) therefore calls one of these checks first and raises a
+``ValueError`` that says what was wrong and what to do.
+
+Shape legend: T tokens, I in features, O out features, g group size, G = I / g, M, N, K GEMM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyquant.quant.pack import packed_length
+
+__all__ = [
+    "MAX_K",
+    "check_array",
+    "check_activations",
+    "check_int8_operands",
+    "check_w8a8",
+    "check_weight_only",
+]
+
+# int32 accumulation is exact while K · 255 · 128 < 2³¹ (the u8 × s8 VNNI form is the tightest).
+MAX_K = 65536
+
+
+def check_array(a, name: str, dtype, ndim: int) -> np.ndarray:
+    """Require a C-contiguous ndarray of the given dtype and number of axes; return it.
+
+    >>> check_array(np.zeros((2, 3), np.int8), "a", np.int8, 2).shape
+    (2, 3)
+    >>> check_array(np.zeros((2, 3), np.int8).T, "a", np.int8, 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: a is not C-contiguous (strides (1, 3)); pass np.ascontiguousarray(a)
+    """
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"{name} has dtype {a.dtype}, expected {np.dtype(dtype)}; convert it with "
+            f"{name}.astype(np.{np.dtype(dtype).name})"
+        )
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} axes, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"{name} is not C-contiguous (strides {a.strides}); pass np.ascontiguousarray({name})"
+        )
+    return a
+
+
+def check_activations(x, name: str = "x") -> np.ndarray:
+    """Activations: float32 (T, I), C-contiguous, non-empty, all finite.
+
+    >>> check_activations(np.array([[1.0, np.inf]], np.float32))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: x has 1 non-finite value(s) (NaN or Inf), the first at (0, 1); ...
+    """
+    check_array(x, name, np.float32, 2)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); pass at least one token and feature")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite value(s) (NaN or Inf), the first at {first}; "
+            "a quantized kernel cannot represent them — check the layer feeding this one"
+        )
+    return x
+
+
+def _check_k(k: int) -> None:
+    if k > MAX_K:
+        raise ValueError(
+            f"reduction length {k} exceeds {MAX_K}: the int32 accumulator could overflow; "
+            "split the matmul along K"
+        )
+
+
+def check_int8_operands(a, b) -> None:
+    """int8 GEMM operands: A (M, K) and B (N, K), both int8, C-contiguous, same K ≤ MAX_K.
+
+    >>> check_int8_operands(np.zeros((2, 3), np.int8), np.zeros((4, 5), np.int8))
+    Traceback (most recent call last):
+    ...
+    ValueError: a has K = 3 columns but b has 5; C = A Bᵀ needs a (M, K) and b (N, K)
+    """
+    check_array(a, "a", np.int8, 2)
+    check_array(b, "b", np.int8, 2)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"a has K = {a.shape[1]} columns but b has {b.shape[1]}; "
+            "C = A Bᵀ needs a (M, K) and b (N, K)"
+        )
+    _check_k(a.shape[1])
+
+
+def _check_scale(s, name: str, shape: tuple[int, ...]) -> None:
+    check_array(s, name, np.float32, len(shape))
+    if s.shape != shape:
+        raise ValueError(f"{name} has shape {s.shape}, expected {shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or Inf; re-quantize the weight")
+
+
+def check_w8a8(x, w_codes, w_scale) -> None:
+    """W8A8 inputs: x float32 (T, I); int8 codes (O, I); float32 per-channel scale (O,).
+
+    >>> check_w8a8(np.ones((1, 4), np.float32), np.ones((2, 3), np.int8), np.ones(2, np.float32))
+    Traceback (most recent call last):
+    ...
+    ValueError: x has 4 features but w_codes expects 3 (w_codes is (out, in) = (2, 3))
+    """
+    check_activations(x)
+    check_array(w_codes, "w_codes", np.int8, 2)
+    if x.shape[1] != w_codes.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but w_codes expects {w_codes.shape[1]} "
+            f"(w_codes is (out, in) = {w_codes.shape})"
+        )
+    _check_k(x.shape[1])
+    _check_scale(w_scale, "w_scale", (w_codes.shape[0],))
+
+
+def check_weight_only(x, packed, scale, zero, group_size: int, bits: int) -> None:
+    """Weight-only inputs: x float32 (T, I); packed uint8 (O, I·bits/8); scale and zero float32
+    (O, I / group_size) — the group size must match both I and the scale's columns.
+
+    >>> x = np.ones((1, 8), np.float32); p = np.zeros((2, 4), np.uint8)
+    >>> s = np.ones((2, 2), np.float32)
+    >>> check_weight_only(x, p, s, s, 2, 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: scale has 2 groups per row but in_features 8 / group_size 2 = 4; pass the ...
+    """
+    check_activations(x)
+    if bits not in (8, 4, 3, 2):
+        raise ValueError(f"bits must be 8, 4, 3 or 2, got {bits}")
+    check_array(packed, "packed", np.uint8, 2)
+    in_features = x.shape[1]
+    if not isinstance(group_size, int | np.integer) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if in_features % group_size:
+        raise ValueError(
+            f"group_size {group_size} does not divide in_features {in_features}; "
+            "use the group size the weight was quantized with"
+        )
+    want_bytes = packed_length(in_features, bits)
+    if packed.shape[1] != want_bytes:
+        raise ValueError(
+            f"packed has {packed.shape[1]} bytes per row but {in_features} codes of {bits} bits "
+            f"need {want_bytes}; check bits and that x matches the weight's in_features"
+        )
+    groups = in_features // group_size
+    check_array(scale, "scale", np.float32, 2)
+    if scale.shape[1] != groups:
+        raise ValueError(
+            f"scale has {scale.shape[1]} groups per row but in_features {in_features} / "
+            f"group_size {group_size} = {groups}; pass the group_size the weight was quantized "
+            f"with ({in_features} / {scale.shape[1]} = {in_features / scale.shape[1]:g})"
+        )
+    _check_scale(scale, "scale", (packed.shape[0], groups))
+    _check_scale(zero, "zero", (packed.shape[0], groups))

@@ -1,0 +1,276 @@
+"""Integer GEMM and W8A8 linear in Numba: the same signatures as ``reference``, exact int32.
+
+Both kernel families compute the u8 × s8 form (see ``vnni`` for the trick):
+
+    raw[m, n] = Σ_k u[n, k] · s[m, k],   u = w + 128 (uint8 weights),  s int8 activations
+    C[m, n]   = raw[m, n] − 128 · Σ_k s[m, k]                                (exact)
+
+* ``portable``: plain Numba loops over a 4 × 4 register tile with int32 accumulators; LLVM
+  vectorizes the k loop with 16-bit multiply-adds (``vpmaddwd``/``vpdpwssd``) — any CPU.
+* ``vnni``: the same tiles with the loop body written in LLVM IR around ``vpdpbusd`` (64 u8 × s8
+  multiply-adds per instruction) — AVX512-VNNI CPUs only.
+
+``kernels=None`` picks ``vnni.default_kernels()`` (CPU feature, overridable with the
+``TINYQUANT_KERNELS`` environment variable); pass "portable" or "vnni" to force one.
+
+W8A8 stores its int8 weights as u = q_w + 128 — exactly the unsigned codes a symmetric int8
+QTensor holds — so the weight needs no conversion at run time (``prepack_w8a8``); the activation
+codes come from ``reference.quantize_per_token``, so both paths see identical integers.
+
+Loop order (both families): output columns n in slabs of 64 weight rows (64·K bytes stay in L2),
+split across threads; inside a slab, 4 activation rows × 4 weight rows per tile, K innermost.
+Refs: Goto & van de Geijn 2008 (register/cache blocking); Jacob et al. 2018 (integer-only
+inference, int32 accumulation); Xiao et al. 2023 "SmoothQuant" (W8A8 scales).
+Shape legend: M activation rows (tokens T), N weight rows (out features O), K in features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from .checks import check_array, check_int8_operands, check_w8a8
+from .reference import quantize_per_token
+from .vnni import (
+    VEC_BYTES,
+    check_kernels,
+    default_kernels,
+    tile_1x1,
+    tile_1x4,
+    tile_4x1,
+    tile_4x4,
+)
+
+__all__ = [
+    "int8_matmul",
+    "matmul_u8s8",
+    "PackedW8A8",
+    "prepack_w8a8",
+    "w8a8_linear",
+    "w8a8_packed_linear",
+]
+
+_SLAB = 64  # weight rows per parallel work item
+
+
+# ---------------------------------------------------------------------------------------------
+# portable: plain loops
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _dot_u8s8(u, s):  # pragma: no cover - compiled
+    acc = np.int32(0)
+    for k in range(u.size):
+        acc = np.int32(acc + np.int32(u[k]) * np.int32(s[k]))
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def _raw_portable(s, u, c):  # pragma: no cover - compiled
+    """c[m, n] = Σ_k u[n, k] · s[m, k] (int32) with plain loops."""
+    M, K = s.shape
+    N = u.shape[0]
+    n_slabs = (N + _SLAB - 1) // _SLAB
+    for sl in prange(n_slabs):
+        n0 = sl * _SLAB
+        n1 = min(N, n0 + _SLAB)
+        m = 0
+        while m + 4 <= M:
+            s0, s1, s2, s3 = s[m], s[m + 1], s[m + 2], s[m + 3]
+            n = n0
+            while n + 4 <= n1:
+                u0, u1, u2, u3 = u[n], u[n + 1], u[n + 2], u[n + 3]
+                c00 = c01 = c02 = c03 = np.int32(0)
+                c10 = c11 = c12 = c13 = np.int32(0)
+                c20 = c21 = c22 = c23 = np.int32(0)
+                c30 = c31 = c32 = c33 = np.int32(0)
+                for k in range(K):
+                    a0, a1 = np.int32(s0[k]), np.int32(s1[k])
+                    a2, a3 = np.int32(s2[k]), np.int32(s3[k])
+                    b0, b1 = np.int32(u0[k]), np.int32(u1[k])
+                    b2, b3 = np.int32(u2[k]), np.int32(u3[k])
+                    c00 = np.int32(c00 + a0 * b0)
+                    c01 = np.int32(c01 + a0 * b1)
+                    c02 = np.int32(c02 + a0 * b2)
+                    c03 = np.int32(c03 + a0 * b3)
+                    c10 = np.int32(c10 + a1 * b0)
+                    c11 = np.int32(c11 + a1 * b1)
+                    c12 = np.int32(c12 + a1 * b2)
+                    c13 = np.int32(c13 + a1 * b3)
+                    c20 = np.int32(c20 + a2 * b0)
+                    c21 = np.int32(c21 + a2 * b1)
+                    c22 = np.int32(c22 + a2 * b2)
+                    c23 = np.int32(c23 + a2 * b3)
+                    c30 = np.int32(c30 + a3 * b0)
+                    c31 = np.int32(c31 + a3 * b1)
+                    c32 = np.int32(c32 + a3 * b2)
+                    c33 = np.int32(c33 + a3 * b3)
+                c[m, n], c[m, n + 1], c[m, n + 2], c[m, n + 3] = c00, c01, c02, c03
+                c[m + 1, n], c[m + 1, n + 1], c[m + 1, n + 2], c[m + 1, n + 3] = c10, c11, c12, c13
+                c[m + 2, n], c[m + 2, n + 1], c[m + 2, n + 2], c[m + 2, n + 3] = c20, c21, c22, c23
+                c[m + 3, n], c[m + 3, n + 1], c[m + 3, n + 2], c[m + 3, n + 3] = c30, c31, c32, c33
+                n += 4
+            for nn in range(n, n1):  # edge columns
+                for mm in range(m, m + 4):
+                    c[mm, nn] = _dot_u8s8(u[nn], s[mm])
+            m += 4
+        for mm in range(m, M):  # edge rows (all of them when M < 4: the GEMV case)
+            srow = s[mm]
+            n = n0
+            while n + 4 <= n1:
+                u0, u1, u2, u3 = u[n], u[n + 1], u[n + 2], u[n + 3]
+                c0 = c1 = c2 = c3 = np.int32(0)
+                for k in range(K):
+                    a = np.int32(srow[k])
+                    c0 = np.int32(c0 + a * np.int32(u0[k]))
+                    c1 = np.int32(c1 + a * np.int32(u1[k]))
+                    c2 = np.int32(c2 + a * np.int32(u2[k]))
+                    c3 = np.int32(c3 + a * np.int32(u3[k]))
+                c[mm, n], c[mm, n + 1], c[mm, n + 2], c[mm, n + 3] = c0, c1, c2, c3
+                n += 4
+            for nn in range(n, n1):
+                c[mm, nn] = _dot_u8s8(u[nn], srow)
+
+
+# ---------------------------------------------------------------------------------------------
+# vnni: the same tiles, body in LLVM IR around vpdpbusd
+# ---------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def _raw_vnni(s, u, c):  # pragma: no cover - compiled
+    """c[m, n] = Σ_k u[n, k] · s[m, k] (int32) with vpdpbusd tiles; K tail in plain loops."""
+    M, K = s.shape
+    N = u.shape[0]
+    kb = K // VEC_BYTES  # whole 64-byte blocks
+    k_tail = kb * VEC_BYTES
+    n_slabs = (N + _SLAB - 1) // _SLAB
+    for sl in prange(n_slabs):
+        n0 = sl * _SLAB
+        n1 = min(N, n0 + _SLAB)
+        tile = np.empty(16, np.int32)
+        tp = tile.ctypes.data
+        m = 0
+        while m < M:
+            mr = 4 if M - m >= 4 else 1
+            sp = s.ctypes.data + m * K
+            n = n0
+            while n < n1:
+                nr = 4 if n1 - n >= 4 else 1
+                up = u.ctypes.data + n * K
+                if mr == 4 and nr == 4:
+                    tile_4x4(up, K, sp, K, kb, tp)
+                elif mr == 4:
+                    tile_4x1(up, K, sp, K, kb, tp)
+                elif nr == 4:
+                    tile_1x4(up, K, sp, K, kb, tp)
+                else:
+                    tile_1x1(up, K, sp, K, kb, tp)
+                for i in range(mr):
+                    for j in range(nr):
+                        acc = tile[i * nr + j]
+                        if k_tail < K:
+                            acc = np.int32(acc + _dot_u8s8(u[n + j, k_tail:], s[m + i, k_tail:]))
+                        c[m + i, n + j] = acc
+                n += nr
+            m += mr
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def matmul_u8s8(s: np.ndarray, u: np.ndarray, kernels: str | None = None) -> np.ndarray:
+    """C = (u − 128) applied to s: C[m, n] = Σ_k (u[n, k] − 128) · s[m, k], int32 (M, N).
+
+    ``s`` int8 (M, K) activations, ``u`` uint8 (N, K) weights stored with the +128 offset.
+
+    >>> s = np.array([[1, -1]], np.int8); u = np.array([[128 + 5, 128 - 3]], np.uint8)
+    >>> matmul_u8s8(s, u, "portable")
+    array([[8]], dtype=int32)
+    """
+    check_array(s, "s", np.int8, 2)
+    check_array(u, "u", np.uint8, 2)
+    check_int8_operands(s, u.view(np.int8))
+    kind = default_kernels() if kernels is None else check_kernels(kernels)
+    M, N = s.shape[0], u.shape[0]
+    c = np.empty((M, N), np.int32)
+    if M and N:
+        (_raw_vnni if kind == "vnni" else _raw_portable)(s, u, c)
+    row_sum = s.sum(axis=1, dtype=np.int32)  # (M,)
+    c -= np.int32(128) * row_sum[:, None]
+    return c
+
+
+def int8_matmul(a: np.ndarray, b: np.ndarray, kernels: str | None = None) -> np.ndarray:
+    """C = A Bᵀ, int8 (M, K) × int8 (N, K) → int32 (M, N); ``array_equal`` to the reference.
+
+    >>> a = np.array([[1, -2, 3]], dtype=np.int8); b = np.array([[4, 5, 6], [-1, 0, 1]], np.int8)
+    >>> int8_matmul(a, b, "portable")
+    array([[12,  2]], dtype=int32)
+    """
+    check_int8_operands(a, b)
+    u = b.view(np.uint8) ^ np.uint8(0x80)  # b + 128 as uint8 (two's complement)
+    return matmul_u8s8(a, u, kernels)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedW8A8:
+    """W8A8 weight ready for the kernels: u = q_w + 128 (uint8, (O, I)) and s_w (O,) float32.
+
+    >>> p = prepack_w8a8(np.array([[-128, 0, 127]], np.int8), np.ones(1, np.float32))
+    >>> p.u, p.nbytes
+    (array([[  0, 128, 255]], dtype=uint8), 7)
+    """
+
+    u: np.ndarray  # (O, I) uint8
+    scale: np.ndarray  # (O,) float32
+
+    @property
+    def out_features(self) -> int:
+        return int(self.u.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.u.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.u.nbytes + self.scale.nbytes)
+
+
+def prepack_w8a8(w_codes: np.ndarray, w_scale: np.ndarray) -> PackedW8A8:
+    """int8 codes (O, I) + scale (O,) → ``PackedW8A8`` (codes offset by +128, once).
+
+    >>> prepack_w8a8(np.zeros((2, 4), np.int8), np.ones(2, np.float32)).u.shape
+    (2, 4)
+    """
+    check_w8a8(np.zeros((1, w_codes.shape[1]), np.float32), w_codes, w_scale)
+    return PackedW8A8(w_codes.view(np.uint8) ^ np.uint8(0x80), w_scale.copy())
+
+
+def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None) -> np.ndarray:
+    """y = s_x · s_w · (q_x q_wᵀ) for a prepacked weight; bit-identical to the reference.
+
+    >>> p = prepack_w8a8(np.array([[127, 0], [0, 127]], np.int8), np.full(2, 1 / 127, np.float32))
+    >>> w8a8_packed_linear(np.array([[1.27, -0.5]], np.float32), p, "portable")
+    array([[ 1.27, -0.5 ]], dtype=float32)
+    """
+    if not isinstance(p, PackedW8A8):
+        raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
+    check_w8a8(x, p.u.view(np.int8), p.scale)
+    q, s = quantize_per_token(x)  # (T, I) int8, (T,) float32 — the reference's own codes
+    acc = matmul_u8s8(q, p.u, kernels)  # (T, O) int32, exact
+    return acc.astype(np.float32) * s[:, None] * p.scale[None, :]  # same ops as the reference
+
+
+def w8a8_linear(
+    x: np.ndarray, w_codes: np.ndarray, w_scale: np.ndarray, kernels: str | None = None
+) -> np.ndarray:
+    """Same signature as ``reference.w8a8_linear`` (plus ``kernels``); prepacks per call.
+
+    >>> x = np.array([[1.27, -0.5]], dtype=np.float32)
+    >>> w = np.array([[127, 0], [0, 127]], dtype=np.int8); s = np.full(2, 1 / 127, np.float32)
+    >>> w8a8_linear(x, w, s, "portable")
+    array([[ 1.27, -0.5 ]], dtype=float32)
+    """
+    check_w8a8(x, w_codes, w_scale)
+    return w8a8_packed_linear(x, prepack_w8a8(w_codes, w_scale), kernels)

@@ -1,0 +1,178 @@
+"""Naive NumPy versions of the quantized matmuls — the oracle every fast kernel must match.
+
+Integer GEMM (weights stored (out, in), so C = A Bᵀ):
+
+    C[m, n] = Σ_k A[m, k] · B[n, k]                   int8 × int8 → int32, exact
+
+W8A8 linear (per-token dynamic activations, per-channel weights; Xiao et al. 2023
+"SmoothQuant", §2; Dettmers et al. 2022 "LLM.int8()", eq. 1 — the vector-wise scales):
+
+    s_x[t] = max_i |x[t, i]| / 127,   q_x = clip(round(x / s_x), −127, 127)
+    y[t, o] = s_x[t] · s_w[o] · Σ_i q_x[t, i] · q_w[o, i]
+
+Both scales sit on axes that survive the reduction (t and o), so they factor out of the integer
+sum — a per-*input*-channel activation scale would not.
+
+Weight-only W{8,4,3,2}A16 linear (Frantar et al. 2023 "GPTQ", §5 — group-wise weights; activations
+stay float; here float32, since Numba CPU kernels have no float16):
+
+    W[o, i] = (q[o, i] − z[o, g]) · s[o, g],   g = i // group_size
+    y = x Wᵀ
+
+Codes arrive packed in the canonical layout of ``tinyquant.quant.pack`` (unsigned; symmetric
+formats use zero = 2^(b−1)). The fast kernels regroup the sum as
+Σ_g s[o,g] · (Σ_{i∈g} q[o,i] x[t,i] − z[o,g] Σ_{i∈g} x[t,i]); the float results therefore agree
+with this reference to float32 rounding, not bit for bit (see ``FLOAT_RTOL``).
+
+Shape legend: M, N, K GEMM sizes; T tokens, I in features, O out features, g group size,
+G = I / g groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyquant.quant.pack import unpack
+
+from .checks import check_activations, check_int8_operands, check_w8a8, check_weight_only
+
+__all__ = [
+    "FLOAT_RTOL",
+    "int8_matmul",
+    "quantize_per_token",
+    "w8a8_linear",
+    "dequantize_groups",
+    "weight_only_linear",
+    "w8a16_linear",
+    "w4a16_linear",
+    "w3a16_linear",
+    "w2a16_linear",
+]
+
+# Float outputs of a fast kernel must satisfy |y − y_ref| ≤ FLOAT_RTOL · (|x| |W|ᵀ + |x| |z s|ᵀ):
+# a relative bound on the magnitude of the terms summed, i.e. float32 rounding of a
+# reassociated sum of at most a few thousand terms.
+FLOAT_RTOL = 1e-5
+
+
+def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """C = A Bᵀ for int8 A (M, K) and int8 B (N, K), accumulated exactly in int32.
+
+    This is NumPy's integer matmul (no BLAS: one thread, a few GOP/s) — the baseline the
+    Numba kernels beat by one to two orders of magnitude.
+
+    >>> a = np.array([[1, -2, 3]], dtype=np.int8); b = np.array([[4, 5, 6], [-1, 0, 1]], np.int8)
+    >>> int8_matmul(a, b)
+    array([[12,  2]], dtype=int32)
+    """
+    check_int8_operands(a, b)
+    return a.astype(np.int32) @ b.astype(np.int32).T  # (M, K) @ (K, N) -> (M, N)
+
+
+def quantize_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamic symmetric int8 quantization of each row: (q_x int8 (T, I), s_x float32 (T,)).
+
+    s_x = absmax / 127 (an all-zero row gets s_x = 1 and codes 0); q_x = clip(round(x / s_x)).
+    The fast W8A8 kernels call this very function, so their integer inputs are identical.
+
+    >>> q, s = quantize_per_token(np.array([[0.5, -1.27, 0.0]], dtype=np.float32))
+    >>> q, s
+    (array([[  50, -127,    0]], dtype=int8), array([0.01], dtype=float32))
+    """
+    check_activations(x)
+    amax = np.abs(x).max(axis=1)  # (T,)
+    s = (amax / np.float32(127.0)).astype(np.float32)
+    s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)  # (T,)
+    q = np.clip(np.rint(x / s[:, None]), -127, 127).astype(np.int8)  # (T, I)
+    return q, s
+
+
+def w8a8_linear(x: np.ndarray, w_codes: np.ndarray, w_scale: np.ndarray) -> np.ndarray:
+    """y = s_x · s_w · (q_x q_wᵀ): int8 weights (O, I) with one scale per output channel (O,).
+
+    >>> x = np.array([[1.27, -0.5]], dtype=np.float32)
+    >>> w = np.array([[127, 0], [0, 127]], dtype=np.int8); s = np.full(2, 1 / 127, np.float32)
+    >>> w8a8_linear(x, w, s)
+    array([[ 1.27, -0.5 ]], dtype=float32)
+    """
+    check_w8a8(x, w_codes, w_scale)
+    q, s = quantize_per_token(x)
+    acc = int8_matmul(q, w_codes)  # (T, O) int32, exact
+    return acc.astype(np.float32) * s[:, None] * w_scale[None, :]  # (T, O)
+
+
+def dequantize_groups(
+    codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, group_size: int
+) -> np.ndarray:
+    """W = (q − z) · s with one (s, z) per group of ``group_size`` inputs: (O, I) float32.
+
+    >>> q = np.array([[0, 1, 2, 3]], dtype=np.uint8)
+    >>> s, z = np.array([[1.0, 10.0]], np.float32), np.array([[1.0, 2.0]], np.float32)
+    >>> dequantize_groups(q, s, z, 2)
+    array([[-1.,  0.,  0., 10.]], dtype=float32)
+    """
+    O, I = codes.shape
+    G = I // group_size
+    q = codes.astype(np.float32).reshape(O, G, group_size)  # (O, G, g)
+    w = (q - zero[:, :, None]) * scale[:, :, None]  # (O, G, g)
+    return w.reshape(O, I).astype(np.float32)  # (O, I)
+
+
+def weight_only_linear(
+    x: np.ndarray,
+    packed: np.ndarray,
+    scale: np.ndarray,
+    zero: np.ndarray,
+    group_size: int,
+    bits: int,
+) -> np.ndarray:
+    """y = x Wᵀ with W dequantized from ``bits``-bit packed codes (O, I·bits/8).
+
+    >>> x = np.ones((1, 4), np.float32); p = np.array([[0x21, 0x43]], np.uint8)  # codes 1,2,3,4
+    >>> weight_only_linear(x, p, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 4, 4)
+    array([[10.]], dtype=float32)
+    """
+    check_weight_only(x, packed, scale, zero, group_size, bits)
+    codes = unpack(packed, bits, x.shape[1])  # (O, I) uint8
+    w = dequantize_groups(codes, scale, zero, group_size)  # (O, I)
+    return (x @ w.T).astype(np.float32)  # (T, O)
+
+
+def w8a16_linear(x, codes, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 8-bit: ``weight_only_linear`` with bits = 8 (codes (O, I) uint8).
+
+    >>> w8a16_linear(np.ones((1, 2), np.float32), np.array([[3, 5]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 2)
+    array([[0.]], dtype=float32)
+    """
+    return weight_only_linear(x, codes, scale, zero, group_size, 8)
+
+
+def w4a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 4-bit: ``weight_only_linear`` with bits = 4 (packed (O, I/2) uint8).
+
+    >>> w4a16_linear(np.ones((1, 2), np.float32), np.array([[0xF0]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 8, np.float32), 2)
+    array([[-1.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 4)
+
+
+def w3a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 3-bit: ``weight_only_linear`` with bits = 3 (packed (O, 3I/8) uint8).
+
+    >>> w3a16_linear(np.ones((1, 8), np.float32), np.full((1, 3), 0xFF, np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 8)
+    array([[24.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 3)
+
+
+def w2a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 2-bit: ``weight_only_linear`` with bits = 2 (packed (O, I/4) uint8).
+
+    >>> w2a16_linear(np.ones((1, 4), np.float32), np.array([[0b11100100]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 2, np.float32), 4)
+    array([[-2.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 2)

@@ -1,0 +1,144 @@
+"""Unpack-and-accumulate micro-kernel for weight-only matmuls, with explicit 16-lane vectors.
+
+For one block of R = 64 output rows stored "rows in lanes" (see ``weight_only.prepack``) and a
+run of n input columns, it computes, for tt tokens,
+
+    acc[t, r] = Σ_{i < n} q[r, i] · x[t, i]          r < 64, q unsigned b-bit codes, float32
+
+One input column holds the 64 codes of the block in 64·b/8 bytes; row r sits in byte r mod BPC,
+field r div BPC (BPC = 64·b/8 bytes per column), so a 16-byte load zero-extended to 16 int32
+lanes, one shift and one AND give 16 codes of 16 *consecutive rows* — the lanes of one FMA with
+x[t, i] broadcast. No horizontal sums, no per-byte shuffles:
+
+    b = 4: byte j = [ q[j + 32] : high nibble | q[j] : low nibble ]        j < 32
+    b = 2: byte j = [ q[j + 48] | q[j + 32] | q[j + 16] | q[j] ]            j < 16
+    b = 8: byte j = q[j]                                                     j < 64
+
+Why IR and not plain Numba loops: LLVM's loop vectorizer picks 256-bit vectors on this kind of
+CPU ("prefer-256-bit") and keeps the accumulators in memory; with explicit <16 x float> values
+the 4·tt accumulators live in zmm registers (AVX-512) for the whole run. The IR uses only
+generic vector operations (zext, lshr, and, uitofp, llvm.fma), so LLVM lowers it on any CPU —
+to narrower registers where AVX-512 is missing.
+
+Ref: the interleaved-nibble weight layouts of llama.cpp's Q4_0 and of Marlin (Frantar et al.
+2024) serve the same purpose: one AND/shift feeds many contiguous lanes.
+Shape legend: R = 64 rows per block, BPC bytes per column, tt tokens per call, n columns.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+ROWS = 64  # rows per block = 4 vectors of 16 float32 lanes
+_LANES = 16
+
+
+def bytes_per_column(bits: int) -> int:
+    """Bytes one input column of a 64-row block occupies: 64 · bits / 8.
+
+    >>> bytes_per_column(4), bytes_per_column(2)
+    (32, 16)
+    """
+    return ROWS * bits // 8
+
+
+def _make_unpack_dot(bits: int, tt: int):
+    """An intrinsic ``f(w_addr, x_addr, ldx, n, acc_addr)`` for ``bits``-bit codes, tt tokens.
+
+    w_addr: first byte of column 0 of the block (columns are ``bytes_per_column`` apart);
+    x_addr: &x[0, 0] of the tokens (float32, ``ldx`` bytes between tokens);
+    acc_addr: tt · 64 float32, overwritten with acc[t, r] at t·64 + r.
+    """
+    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+    v16i, v16f, v16b = ir.VectorType(i32, 16), ir.VectorType(f32, 16), ir.VectorType(i8, 16)
+    bpc = bytes_per_column(bits)
+    fields = 8 // bits
+    mask = (1 << bits) - 1
+
+    @intrinsic
+    def unpack_dot(typingctx, w_addr, x_addr, ldx, n, acc_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            w_a, x_a, ldx_v, n_v, acc_a = args
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16f, [v16f, v16f, v16f]), "llvm.fma.v16f32"
+            )
+            wp = builder.inttoptr(w_a, i8.as_pointer())
+            xp = builder.inttoptr(x_a, f32.as_pointer())
+            accp = builder.inttoptr(acc_a, f32.as_pointer())
+            ldx_el = builder.ashr(ldx_v, i64(2))  # bytes → float32 elements
+            zero = ir.Constant(v16f, None)
+            splat0 = ir.Constant(v16i, [0] * _LANES)
+
+            entry = builder.block
+            loop = builder.append_basic_block("ud.loop")
+            done = builder.append_basic_block("ud.done")
+            builder.cbranch(builder.icmp_signed(">", n_v, i64(0)), loop, done)
+
+            builder.position_at_end(loop)
+            i = builder.phi(i64, "i")
+            i.add_incoming(i64(0), entry)
+            accs = []
+            for _ in range(tt * 4):
+                p = builder.phi(v16f)
+                p.add_incoming(zero, entry)
+                accs.append(p)
+            # 1) the 64 codes of column i as four <16 x float>: rows 16j … 16j + 15
+            col = builder.gep(wp, [builder.mul(i, i64(bpc))])
+            raw: dict[int, ir.Value] = {}
+            q = []
+            for j in range(4):
+                byte0, field = (16 * j) % bpc, (16 * j) // bpc
+                if byte0 not in raw:
+                    ptr = builder.bitcast(builder.gep(col, [i64(byte0)]), v16b.as_pointer())
+                    raw[byte0] = builder.zext(builder.load(ptr, align=1), v16i)
+                v = raw[byte0]
+                if field:
+                    v = builder.lshr(v, ir.Constant(v16i, [field * bits] * _LANES))
+                if field != fields - 1:
+                    v = builder.and_(v, ir.Constant(v16i, [mask] * _LANES))
+                q.append(builder.uitofp(v, v16f))
+            # 2) acc[t, 16j:16j+16] += q_j · x[t, i]
+            new = []
+            for t in range(tt):
+                xi = builder.load(builder.gep(xp, [builder.add(builder.mul(ldx_el, i64(t)), i)]))
+                xv = builder.insert_element(ir.Constant(v16f, ir.Undefined), xi, i32(0))
+                xv = builder.shuffle_vector(xv, ir.Constant(v16f, ir.Undefined), splat0)
+                for j in range(4):
+                    new.append(builder.call(fma, [q[j], xv, accs[4 * t + j]]))
+            i_next = builder.add(i, i64(1))
+            i.add_incoming(i_next, loop)
+            for p, v in zip(accs, new, strict=True):
+                p.add_incoming(v, loop)
+            builder.cbranch(builder.icmp_signed("<", i_next, n_v), loop, done)
+
+            # 3) store the accumulators once
+            builder.position_at_end(done)
+            fins = []
+            for k in range(tt * 4):  # all phis first
+                f = builder.phi(v16f)
+                f.add_incoming(zero, entry)
+                f.add_incoming(new[k], loop)
+                fins.append(f)
+            for k, f in enumerate(fins):
+                ptr = builder.bitcast(builder.gep(accp, [i64(16 * k)]), v16f.as_pointer())
+                builder.store(f, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack_dot
+
+
+# tt = 4 tokens keeps 16 accumulators + 4 code vectors in registers; tt = 1 serves the rest.
+TOKENS_PER_CALL = 4
+unpack_dot8_t4 = _make_unpack_dot(8, 4)
+unpack_dot8_t1 = _make_unpack_dot(8, 1)
+unpack_dot4_t4 = _make_unpack_dot(4, 4)
+unpack_dot4_t1 = _make_unpack_dot(4, 1)
+unpack_dot2_t4 = _make_unpack_dot(2, 4)
+unpack_dot2_t1 = _make_unpack_dot(2, 1)

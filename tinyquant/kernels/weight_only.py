@@ -1,0 +1,308 @@
+"""Weight-only W{8,4,3,2}A16 matmuls in Numba: packed integer weights, float32 activations.
+
+    y[t, o] = Σ_g s[o, g] · ( Σ_{i∈g} q[o, i] · x[t, i]  −  z[o, g] · Σ_{i∈g} x[t, i] )
+
+The inner sum touches only codes and x (an int → float conversion and one FMA per weight); the
+zero-point costs one FMA per *group* thanks to the per-group sums of x, computed once per call
+(the "zero-point folding" of GPTQ/AWQ kernels).
+
+Batch-1 decoding reads every weight once per token, so its speed is bytes / bandwidth: 4-bit
+codes move 8× fewer bytes than float32. To turn that into speed the unpacking must cost less
+than the bytes saved, hence a layout made for the kernel, converted once at load time by
+``prepack``: 64 output rows "in lanes", the 2 (4-bit) or 4 (2-bit) codes of one byte belonging
+to rows 32 (16) apart in the same input column (bit diagrams in ``unpack_dot``). Then one 16-byte
+load, a shift and an AND give 16 codes of 16 consecutive rows — one FMA each, no shuffles and no
+horizontal sums. 3-bit codes are stored in the 4-bit layout (same speed as 4-bit, ¾ of the
+bits wasted: a real 3-bit layout is left undone).
+
+For many tokens (prefill, T > ``DEQUANT_MIN_TOKENS``) unpacking per token costs more than it
+saves; the kernel then dequantizes slabs of rows to float32 once and lets BLAS do the GEMM —
+the only place where dequantize-then-matmul pays.
+
+Refs: Frantar et al. 2023 "GPTQ", §5 (group-wise weights, the fused dequant GEMV); Lin et al.
+2024 "AWQ", §3.3 (on-the-fly dequantization kernels); llama.cpp ggml-cpu Q4_0 dot products.
+Shape legend: T tokens, I in features, O out features, Op = O padded to 64, NB = Op / 64 blocks,
+g group size, G = I / g, BPC = 64·b/8 bytes per column of a block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from tinyquant.quant.pack import unpack
+
+from .checks import check_activations, check_weight_only
+from .unpack_dot import (
+    ROWS,
+    TOKENS_PER_CALL,
+    bytes_per_column,
+    unpack_dot2_t1,
+    unpack_dot2_t4,
+    unpack_dot4_t1,
+    unpack_dot4_t4,
+    unpack_dot8_t1,
+    unpack_dot8_t4,
+)
+
+__all__ = [
+    "DEQUANT_MIN_TOKENS",
+    "PackedWeightOnly",
+    "prepack",
+    "packed_linear",
+    "dequantize_packed",
+    "weight_only_linear",
+    "w8a16_linear",
+    "w4a16_linear",
+    "w3a16_linear",
+    "w2a16_linear",
+]
+
+# Above this many tokens, dequantize slabs to float32 and use BLAS (compute-bound regime).
+DEQUANT_MIN_TOKENS = 16
+_STORE_BITS = {8: 8, 4: 4, 3: 4, 2: 2}  # 3-bit codes live in the 4-bit layout
+_SLAB_ROWS = 512  # rows dequantized at once on the BLAS path (8 MiB at I = 4096)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedWeightOnly:
+    """A weight in the kernel's layout, made once by ``prepack``.
+
+    >>> pw = prepack(np.zeros((3, 64), np.uint8), np.ones((3, 1), np.float32),
+    ...              np.zeros((3, 1), np.float32), 128, 4)
+    >>> pw.w.shape, pw.out_features, pw.in_features
+    ((1, 128, 32), 3, 128)
+    """
+
+    bits: int  # bits of the codes (8, 4, 3, 2)
+    store_bits: int  # bits of a field in the layout (8, 4, 4, 2)
+    in_features: int  # I
+    out_features: int  # O (rows beyond O are zero padding)
+    group_size: int  # g
+    w: np.ndarray  # (NB, I, BPC) uint8, rows in lanes
+    scale: np.ndarray  # (NB, G, 64) float32, s[o, g] at [o // 64, g, o % 64]
+    scale_zero: np.ndarray  # (NB, G, 64) float32, s·z
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads per token: codes + scales + scale·zero (padding included)."""
+        return int(self.w.nbytes + self.scale.nbytes + self.scale_zero.nbytes)
+
+
+def prepack(
+    packed: np.ndarray, scale: np.ndarray, zero: np.ndarray, group_size: int, bits: int
+) -> PackedWeightOnly:
+    """Convert canonical packed codes (O, I·bits/8) + per-group scale/zero (O, G) to the layout.
+
+    >>> codes = np.arange(64, dtype=np.uint8).reshape(1, 64) % 16
+    >>> from tinyquant.quant.pack import pack
+    >>> s, z = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    >>> pw = prepack(pack(codes, 4), s, z, 64, 4)
+    >>> int(pw.w[0, 5, 0] & 15)  # row 0, column 5 sits in byte 0 of column 5, low nibble
+    5
+    """
+    if bits not in _STORE_BITS:
+        raise ValueError(f"bits must be 8, 4, 3 or 2, got {bits}")
+    from .checks import check_array
+
+    check_array(packed, "packed", np.uint8, 2)
+    O = packed.shape[0]
+    in_features = packed.shape[1] * 8 // bits
+    dummy = np.zeros((1, in_features), np.float32)
+    check_weight_only(dummy, packed, scale, zero, group_size, bits)
+
+    # 1) unsigned codes, rows padded to a multiple of 64 (padding rows: code 0, scale 0)
+    NB = -(-O // ROWS)
+    Op = NB * ROWS
+    codes = np.zeros((Op, in_features), np.uint8)
+    codes[:O] = unpack(packed, bits, in_features)  # (O, I)
+    s = np.zeros((Op, scale.shape[1]), np.float32)
+    sz = np.zeros_like(s)
+    s[:O] = scale
+    sz[:O] = scale * zero  # (O, G) float32
+    # 2) rows in lanes: byte j of a column holds rows j, j + BPC, j + 2·BPC, … (one per field)
+    sb = _STORE_BITS[bits]
+    bpc = bytes_per_column(sb)
+    fields = 8 // sb
+    cb = codes.reshape(NB, ROWS, in_features).transpose(0, 2, 1)  # (NB, I, 64)
+    cb = cb.reshape(NB, in_features, fields, bpc).astype(np.uint32)  # row = f·BPC + j
+    w = np.zeros((NB, in_features, bpc), np.uint32)
+    for f in range(fields):
+        w |= cb[:, :, f, :] << (f * sb)
+    G = scale.shape[1]
+    blocks = (NB, ROWS, G)
+    return PackedWeightOnly(
+        bits=bits,
+        store_bits=sb,
+        in_features=in_features,
+        out_features=O,
+        group_size=int(group_size),
+        w=np.ascontiguousarray(w.astype(np.uint8)),  # (NB, I, BPC)
+        scale=np.ascontiguousarray(s.reshape(blocks).transpose(0, 2, 1)),  # (NB, G, 64)
+        scale_zero=np.ascontiguousarray(sz.reshape(blocks).transpose(0, 2, 1)),  # (NB, G, 64)
+    )
+
+
+@njit(parallel=True, cache=True)
+def _wo_gemv(x, xs, w, s, sz, group_size, store_bits, y):  # pragma: no cover - compiled
+    """y[t, ob·64 + r] for all blocks ob; x (T, I), xs (T, G) group sums, y (T, Op)."""
+    T, I = x.shape
+    NB, _, bpc = w.shape
+    G = s.shape[1]
+    for ob in prange(NB):
+        acc = np.empty(TOKENS_PER_CALL * ROWS, np.float32)
+        out = np.zeros((T, ROWS), np.float32)
+        wblock = w.ctypes.data + ob * I * bpc
+        for g in range(G):
+            col0 = g * group_size
+            wcol = wblock + col0 * bpc
+            sg = s[ob, g]  # (64,)
+            szg = sz[ob, g]  # (64,)
+            t = 0
+            while t < T:
+                tt = TOKENS_PER_CALL if T - t >= TOKENS_PER_CALL else 1
+                xaddr = x.ctypes.data + (t * I + col0) * 4
+                if store_bits == 4:
+                    if tt == 4:
+                        unpack_dot4_t4(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                    else:
+                        unpack_dot4_t1(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                elif store_bits == 2:
+                    if tt == 4:
+                        unpack_dot2_t4(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                    else:
+                        unpack_dot2_t1(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                else:
+                    if tt == 4:
+                        unpack_dot8_t4(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                    else:
+                        unpack_dot8_t1(wcol, xaddr, I * 4, group_size, acc.ctypes.data)
+                for u in range(tt):
+                    xg = xs[t + u, g]
+                    o = out[t + u]
+                    a = acc[u * ROWS : (u + 1) * ROWS]
+                    for r in range(ROWS):
+                        o[r] += sg[r] * a[r] - szg[r] * xg
+                t += tt
+        y[:, ob * ROWS : (ob + 1) * ROWS] = out
+
+
+@njit(parallel=True, cache=True)
+def _dequant_slab(w, s, sz, group_size, store_bits, ob0, out):  # pragma: no cover - compiled
+    """out[(ob − ob0)·64 + r, i] = q · s − s·z for blocks ob0 … ob0 + out.shape[0] / 64."""
+    _, I, bpc = w.shape
+    nb = out.shape[0] // ROWS
+    mask = np.int32((1 << store_bits) - 1)
+    for b in prange(nb):
+        ob = ob0 + b
+        for i in range(I):
+            g = i // group_size
+            for r in range(ROWS):
+                f = r // bpc
+                byte = np.int32(w[ob, i, r - f * bpc])
+                q = np.int32((byte >> np.int32(f * store_bits)) & mask)
+                out[b * ROWS + r, i] = np.float32(q) * s[ob, g, r] - sz[ob, g, r]
+
+
+def dequantize_packed(pw: PackedWeightOnly) -> np.ndarray:
+    """The float32 weight (O, I) a prepacked weight stands for (same values as the reference).
+
+    >>> pw = prepack(np.full((2, 32), 0x21, np.uint8), np.ones((2, 1), np.float32),
+    ...              np.zeros((2, 1), np.float32), 64, 4)
+    >>> dequantize_packed(pw)[:, :4]
+    array([[1., 2., 1., 2.],
+           [1., 2., 1., 2.]], dtype=float32)
+    """
+    NB = pw.w.shape[0]
+    out = np.empty((NB * ROWS, pw.in_features), np.float32)
+    _dequant_slab(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, 0, out)
+    return out[: pw.out_features]
+
+
+def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
+    """y = x Wᵀ (T, O) for a prepacked weight; float32 within ``reference.FLOAT_RTOL``.
+
+    >>> from tinyquant.kernels import reference
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.integers(0, 256, (70, 64), dtype=np.uint8)
+    >>> s = rng.random((70, 2), dtype=np.float32); z = np.full((70, 2), 8, np.float32)
+    >>> x = rng.standard_normal((3, 128), dtype=np.float32)
+    >>> y = packed_linear(x, prepack(p, s, z, 64, 4))
+    >>> bool(np.allclose(y, reference.w4a16_linear(x, p, s, z, 64), rtol=1e-4, atol=1e-4))
+    True
+    """
+    check_activations(x)
+    if not isinstance(pw, PackedWeightOnly):
+        raise ValueError(f"pw must be a PackedWeightOnly from prepack(), got {type(pw).__name__}")
+    T, I = x.shape
+    if I != pw.in_features:
+        raise ValueError(f"x has {I} features but the weight expects {pw.in_features}")
+    NB = pw.w.shape[0]
+    if T > DEQUANT_MIN_TOKENS:
+        y = np.empty((T, NB * ROWS), np.float32)
+        rows = min(_SLAB_ROWS, NB * ROWS)
+        slab = np.empty((rows, I), np.float32)
+        for r0 in range(0, NB * ROWS, rows):
+            n = min(rows, NB * ROWS - r0)
+            _dequant_slab(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits,
+                          r0 // ROWS, slab[:n])  # fmt: skip
+            y[:, r0 : r0 + n] = x @ slab[:n].T  # (T, I) @ (I, n) BLAS
+        return y[:, : pw.out_features]
+    xs = x.reshape(T, I // pw.group_size, pw.group_size).sum(axis=2, dtype=np.float32)  # (T, G)
+    y = np.empty((T, NB * ROWS), np.float32)
+    _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, y)
+    return y[:, : pw.out_features]
+
+
+def weight_only_linear(x, packed, scale, zero, group_size: int, bits: int) -> np.ndarray:
+    """Same signature and semantics as ``reference.weight_only_linear`` (prepacks per call —
+    for repeated use, ``prepack`` once and call ``packed_linear``).
+
+    >>> x = np.ones((1, 4), np.float32); p = np.array([[0x21, 0x43]], np.uint8)
+    >>> weight_only_linear(x, p, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 4, 4)
+    array([[10.]], dtype=float32)
+    """
+    check_weight_only(x, packed, scale, zero, group_size, bits)
+    return packed_linear(x, prepack(packed, scale, zero, group_size, bits))
+
+
+def w8a16_linear(x, codes, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 8-bit (codes (O, I) uint8); see ``weight_only_linear``.
+
+    >>> w8a16_linear(np.ones((1, 2), np.float32), np.array([[3, 5]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 2)
+    array([[0.]], dtype=float32)
+    """
+    return weight_only_linear(x, codes, scale, zero, group_size, 8)
+
+
+def w4a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 4-bit (packed (O, I/2) uint8); see ``weight_only_linear``.
+
+    >>> w4a16_linear(np.ones((1, 2), np.float32), np.array([[0xF0]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 8, np.float32), 2)
+    array([[-1.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 4)
+
+
+def w3a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 3-bit (packed (O, 3I/8) uint8, run in the 4-bit layout).
+
+    >>> w3a16_linear(np.ones((1, 8), np.float32), np.full((1, 3), 0xFF, np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 8)
+    array([[24.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 3)
+
+
+def w2a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
+    """Weight-only 2-bit (packed (O, I/4) uint8); see ``weight_only_linear``.
+
+    >>> w2a16_linear(np.ones((1, 4), np.float32), np.array([[0b11100100]], np.uint8),
+    ...              np.ones((1, 1), np.float32), np.full((1, 1), 2, np.float32), 4)
+    array([[-2.]], dtype=float32)
+    """
+    return weight_only_linear(x, packed, scale, zero, group_size, 2)
