@@ -20,6 +20,113 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from tinyquant.llm.model import Config
+    from tinyquant.llm.train import TrainConfig, train
+
+    cfg = Config.tiny() if args.preset == "tiny" else Config()
+    tc = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        clip=args.clip,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_bytes=args.eval_bytes,
+    )
+    command = "tinyquant " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    out = os.fspath(args.out)
+    train(cfg, tc, out=out, command=command.strip())
+    print(f"saved {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tinyquant.llm.checkpoint import load_checkpoint
+    from tinyquant.llm.data import val_bytes
+    from tinyquant.metrics import eval_loss
+
+    params, cfg, _ = load_checkpoint(args.checkpoint)
+    r = eval_loss(params, cfg, val_bytes(), max_bytes=args.max_bytes)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(
+            f"validation loss {r['val_loss']:.4f} nats/byte · perplexity {r['perplexity']:.3f} · "
+            f"{r['bits_per_byte']:.4f} bits/byte · {r['tokens']} bytes"
+        )
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from tinyquant.llm.checkpoint import load_checkpoint
+    from tinyquant.llm.model import generate
+
+    params, cfg, _ = load_checkpoint(args.checkpoint)
+    text = generate(
+        params,
+        cfg,
+        args.prompt,
+        args.n,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    print(args.prompt + text)
+    return 0
+
+
+def _add_llm_commands(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the tiny transformer on Shakespeare and save a checkpoint",
+        description="Train from scratch (fixed seed) and save a safetensors checkpoint; "
+        "a progress bar shows loss and tokens/s, validation loss is checked periodically.",
+    )
+    p.add_argument("--preset", choices=["default", "tiny"], default="default", help="model size")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (lr / 10)")
+    p.add_argument("--warmup", type=int, default=100, help="linear warmup steps (default 100)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay (default 0.1)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between val checks")
+    p.add_argument("--eval-bytes", type=int, default=32768, help="val prefix for quick checks")
+    p.add_argument("--out", default="shakespeare.safetensors", help="checkpoint path to write")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="validation loss, perplexity and bits per byte on the held-out plays",
+        description="Evaluate a checkpoint (the shipped one by default) on the validation plays.",
+    )
+    p.add_argument("--checkpoint", default=None, help="safetensors file (default: shipped model)")
+    p.add_argument("--max-bytes", type=int, default=None, help="evaluate only this prefix")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample text from the model",
+        description="Continue a prompt byte by byte (KV-cache decoding).",
+    )
+    p.add_argument("prompt", nargs="?", default="ROMEO:\n", help="text to continue")
+    p.add_argument("-n", type=int, default=400, help="bytes to generate (default 400)")
+    p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest bytes")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--checkpoint", default=None, help="safetensors file (default: shipped model)")
+    p.set_defaults(func=_cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyquant",
@@ -36,12 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list of rows at the end")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     p.set_defaults(func=_cmd_bench)
+    _add_llm_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -1,0 +1,132 @@
+"""Checkpoints: the params dict in a safetensors file, the config and training metadata as JSON.
+
+File layout (safetensors, https://github.com/huggingface/safetensors): an 8-byte little-endian
+header length, a JSON header (tensor dtypes/shapes/offsets and a ``__metadata__`` map of
+strings), then the raw tensor bytes. Ours stores, in ``__metadata__``:
+
+    format     "tinyquant-llm/1"
+    config     JSON of ``Config``
+    tokenizer  "bytes" (token id = UTF-8 byte)
+    training   JSON of the training metadata (steps, seed, val_loss, bytes seen, command, curve)
+
+Never pickle: loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from tinyquant.llm.model import Config, param_shapes
+
+FORMAT = "tinyquant-llm/1"
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare.safetensors"
+
+
+def save_checkpoint(path: str | Path, params: dict, cfg: Config, metadata: dict) -> Path:
+    """Write ``params`` (name → array) with ``cfg`` and JSON-able ``metadata`` to ``path``.
+
+    >>> import tempfile, os
+    >>> from tinyquant.llm.model import init_params
+    >>> cfg = Config.tiny(); p = init_params(cfg)
+    >>> f = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> _ = save_checkpoint(f, p, cfg, {"steps": 0})
+    >>> q, cfg2, meta = load_checkpoint(f)
+    >>> cfg2 == cfg, meta["steps"], all((p[k] == q[k]).all() for k in p)
+    (True, 0, True)
+    """
+    from safetensors.numpy import save_file
+
+    _check_params(params, cfg, where=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "format": FORMAT,
+        "config": json.dumps(cfg.to_dict()),
+        "tokenizer": "bytes",
+        "training": json.dumps(metadata),
+    }
+    tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    return path
+
+
+def _check_params(params: dict, cfg: Config, where: str) -> None:
+    expected = param_shapes(cfg)
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{where}: tensors do not match the config (missing {missing[:4]}, unexpected "
+            f"{extra[:4]}); the file was written for another model — retrain or pick the right file"
+        )
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise ValueError(
+                f"{where}: {name} has shape {tuple(params[name].shape)} but the config implies "
+                f"{shape}; the checkpoint and its config disagree — retrain it"
+            )
+
+
+def read_metadata(path: str | Path | None = None) -> dict[str, str]:
+    """The raw ``__metadata__`` strings of a safetensors file, validating its header."""
+    path = SHIPPED if path is None else Path(path)
+    if not path.exists():
+        hint = (
+            "train one with `tinyquant train`"
+            if path == SHIPPED
+            else "check the path, or omit it to use the shipped checkpoint"
+        )
+        raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}")
+    size = path.stat().st_size
+    bad = f"{path} is not a valid safetensors checkpoint"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{bad} (file is {size} bytes); re-download or retrain it")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ValueError(f"{bad} (header claims {n} bytes, file is {size}); is it truncated?")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{bad} (unreadable header: {err}); re-save it") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{bad} (header is not a JSON object); re-save it")
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) > size:
+        raise ValueError(f"{bad}: tensor data is cut short ({size} bytes); the file is truncated")
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is a safetensors file but not a tinyquant model checkpoint "
+            f"(format {meta.get('format')!r}); write it with save_checkpoint"
+        )
+    return meta
+
+
+def load_checkpoint(path: str | Path | None = None) -> tuple[dict, Config, dict]:
+    """(params, cfg, metadata) from ``path``; ``None`` means the shipped Shakespeare model."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = SHIPPED if path is None else Path(path)
+    meta = read_metadata(path)
+    try:
+        cfg = Config(**json.loads(meta["config"]))
+        training = json.loads(meta.get("training", "{}"))
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path}: config metadata is missing or malformed ({err}); retrain"
+        ) from err
+    try:
+        params = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read tensors ({err}); the file is corrupted") from err
+    _check_params(params, cfg, where=str(path))
+    return params, cfg, training

@@ -1,0 +1,403 @@
+"""A LLaMA-style decoder in NumPy: the tiny transformer that every quantizer in tinyquant targets.
+
+    x⁰ = E[tokens]
+    for each block ℓ:
+        a  = Attention(RMSNorm(xˡ))            causal, multi-head, rotary positions
+        xˡ' = xˡ + a
+        xˡ⁺¹ = xˡ' + W_down (silu(W_gate h) ⊙ (W_up h)),  h = RMSNorm(xˡ')
+    logits = W_out RMSNorm(xᴸ)
+
+RMSNorm(x) = x / sqrt(mean(x²) + ε) ⊙ w                     (Zhang & Sennrich 2019, eq. 4)
+RoPE rotates each (x_i, x_{i+hd/2}) pair by angle p·θ^(−2i/hd)  (Su et al. 2021, eq. 34; the
+"rotate-half" layout of Hugging Face LLaMA / GPT-NeoX)
+SwiGLU(h) = W_down (silu(W_gate h) ⊙ W_up h)                  (Shazeer 2020, eq. 6)
+Attention(q, k, v) = softmax(q kᵀ / √hd + causal mask) v       (Vaswani et al. 2017, eq. 1)
+
+Seams for quantization:
+- every matmul with a weight goes through ``linear(x, w)``: a quantized model is the same params
+  dict in which some arrays are replaced by objects with a ``forward(x)`` method;
+- ``forward`` is a plain loop of ``embed`` → ``block`` × n_layers → ``head``, so calibration can
+  run the model block by block;
+- ``record(name, x)`` sees each Linear's input as a 2-D (N, in_features) array.
+
+Shape legend: B batch, T new tokens, S = past + T attended positions, V vocab, d d_model,
+H heads, hd = d / H head dim, F d_ff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+Record = Callable[[str, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Model hyper-parameters. The defaults are the shipped Shakespeare model.
+
+    >>> Config().d_model // Config().n_heads
+    64
+    >>> Config.tiny().n_layers
+    2
+    """
+
+    vocab_size: int = 256  # bytes: no tokenizer file, no unknown tokens
+    d_model: int = 256  # residual width; in_features of q, k, v, o, gate, up
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads, head dim = d_model / n_heads = 64
+    d_ff: int = 768  # SwiGLU hidden width; 768 = 6 * 128 so group size 128 divides ffn_down's in
+    context: int = 256  # maximum sequence length (bytes) seen in training and attended to
+    rope_theta: float = 10000.0  # RoPE base θ (Su et al. 2021)
+    norm_eps: float = 1e-5  # ε inside RMSNorm's square root
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; "
+                "choose n_heads dividing d_model"
+            )
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("head dim d_model / n_heads must be even for RoPE; change n_heads")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def tiny(cls) -> Config:
+        """A small preset for tests: trains in seconds, same code paths."""
+        return cls(d_model=32, n_layers=2, n_heads=2, d_ff=64, context=32)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name (llama.cpp GGUF naming) and shape; Linear weights are (out, in).
+
+    >>> param_shapes(Config())["blk.0.ffn_down.weight"]
+    (256, 768)
+    """
+    d, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (V, d)}
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        shapes[p + "attn_norm.weight"] = (d,)
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            shapes[p + name + ".weight"] = (d, d)
+        shapes[p + "ffn_norm.weight"] = (d,)
+        shapes[p + "ffn_gate.weight"] = (F, d)
+        shapes[p + "ffn_up.weight"] = (F, d)
+        shapes[p + "ffn_down.weight"] = (d, F)
+    shapes["output_norm.weight"] = (d,)
+    shapes["output.weight"] = (V, d)
+    return shapes
+
+
+def init_params(cfg: Config, seed: int = 0, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """Random initial weights: N(0, 0.02²), residual projections scaled by 1/√(2·n_layers)
+    (GPT-2's scheme), norm gains 1.
+
+    >>> p = init_params(Config.tiny(), seed=0)
+    >>> p["blk.1.attn_q.weight"].shape, p["blk.1.attn_q.weight"].dtype
+    ((32, 32), dtype('float32'))
+    """
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for name, shape in param_shapes(cfg).items():
+        if name.endswith("norm.weight"):
+            params[name] = np.ones(shape, dtype=dtype)
+            continue
+        std = 0.02
+        if name.endswith(("attn_output.weight", "ffn_down.weight")):
+            std /= np.sqrt(2 * cfg.n_layers)
+        params[name] = (rng.standard_normal(shape) * std).astype(dtype)
+    return params
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def linear(x: np.ndarray, w) -> np.ndarray:
+    """The one call site of every weight matmul: y = x Wᵀ, W stored (out, in).
+
+    A non-array ``w`` (a quantized Linear) computes the product its own way via ``w.forward(x)``.
+
+    >>> linear(np.ones((2, 3)), np.arange(6.0).reshape(2, 3))
+    array([[ 3., 12.],
+           [ 3., 12.]])
+    """
+    if isinstance(w, np.ndarray):
+        return x @ w.T  # (..., in) @ (in, out) -> (..., out)
+    return w.forward(x)
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis: x / sqrt(mean(x²) + ε) ⊙ w.
+
+    >>> rmsnorm(np.array([[3.0, 4.0]]), np.ones(2), 0.0).round(4)
+    array([[0.8485, 1.1314]])
+    """
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (..., 1)
+    return x * r * w
+
+
+def rope_tables(positions: np.ndarray, head_dim: int, theta: float, dtype) -> tuple:
+    """cos and sin of the rotation angles p·θ^(−2i/hd), each (T, hd/2).
+
+    >>> c, s = rope_tables(np.arange(3), 4, 10000.0, np.float64)
+    >>> c.shape, float(c[0, 0]), float(s[1, 0]).__round__(4)
+    ((3, 2), 1.0, 0.8415)
+    """
+    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (hd/2,)
+    angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]  # (T, hd/2)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (x_i, x_{i+hd/2}) of x (..., T, hd) by the angles in cos, sin (T, hd/2).
+
+    >>> c, s = rope_tables(np.arange(2), 2, 10000.0, np.float64)
+    >>> apply_rope(np.array([[1.0, 0.0], [1.0, 0.0]]), c, s).round(4)
+    array([[1.    , 0.    ],
+           [0.5403, 0.8415]])
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax.
+
+    >>> softmax(np.array([0.0, np.log(3.0)])).round(4)
+    array([0.25, 0.75])
+    """
+    e = np.exp(z - np.max(z, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def silu(z: np.ndarray) -> np.ndarray:
+    """silu(z) = z · σ(z).
+
+    >>> float(silu(np.array(0.0)))
+    0.0
+    """
+    return z / (1.0 + np.exp(-z))
+
+
+def causal_mask(T: int, S: int) -> np.ndarray:
+    """Boolean (T, S) mask, True where query t (absolute position S − T + t) may see key s ≤ it.
+
+    >>> causal_mask(2, 3)
+    array([[ True,  True, False],
+           [ True,  True,  True]])
+    """
+    return np.arange(S)[None, :] <= np.arange(S - T, S)[:, None]
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys and values of the positions already processed.
+
+    k[i], v[i]: (B, H, context, hd) preallocated; ``pos`` positions are filled.
+    """
+
+    k: list[np.ndarray]
+    v: list[np.ndarray]
+    pos: int = 0
+    capacity: int = field(default=0)
+
+
+def new_cache(cfg: Config, batch: int = 1, dtype=np.float32) -> KVCache:
+    """An empty KV cache for ``batch`` sequences of up to ``cfg.context`` positions.
+
+    >>> c = new_cache(Config.tiny(), batch=2)
+    >>> c.k[0].shape, c.pos
+    ((2, 2, 32, 16), 0)
+    """
+    shape = (batch, cfg.n_heads, cfg.context, cfg.head_dim)
+    return KVCache(
+        k=[np.zeros(shape, dtype) for _ in range(cfg.n_layers)],
+        v=[np.zeros(shape, dtype) for _ in range(cfg.n_layers)],
+        pos=0,
+        capacity=cfg.context,
+    )
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def embed(params: dict, tokens: np.ndarray) -> np.ndarray:
+    """Token embedding lookup: (B, T) ints -> (B, T, d)."""
+    return params["token_embd.weight"][tokens]
+
+
+def _lin(params: dict, name: str, x: np.ndarray, record: Record | None) -> np.ndarray:
+    if record is not None:
+        record(name, x.reshape(-1, x.shape[-1]))  # (N, in)
+    return linear(x, params[name])
+
+
+def block(
+    params: dict,
+    cfg: Config,
+    i: int,
+    x: np.ndarray,
+    record: Record | None = None,
+    cache: KVCache | None = None,
+) -> np.ndarray:
+    """Transformer block ``i`` on the residual stream x (B, T, d) -> (B, T, d).
+
+    With a ``cache``, the block's keys/values are written at positions [cache.pos, cache.pos + T)
+    and the queries attend over all cached positions; ``forward`` advances ``cache.pos``.
+    """
+    B, T, d = x.shape
+    H, hd = cfg.n_heads, cfg.head_dim
+    p = f"blk.{i}."
+    start = 0 if cache is None else cache.pos
+
+    # 1) attention sub-layer
+    h = rmsnorm(x, params[p + "attn_norm.weight"], cfg.norm_eps)  # (B, T, d)
+    q = _lin(params, p + "attn_q.weight", h, record)  # (B, T, d)
+    k = _lin(params, p + "attn_k.weight", h, record)
+    v = _lin(params, p + "attn_v.weight", h, record)
+    q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
+    k = k.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+    v = v.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+    cos, sin = rope_tables(np.arange(start, start + T), hd, cfg.rope_theta, x.dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if cache is not None:
+        cache.k[i][:, :, start : start + T] = k
+        cache.v[i][:, :, start : start + T] = v
+        k = cache.k[i][:, :, : start + T]  # (B, H, S, hd)
+        v = cache.v[i][:, :, : start + T]
+    S = k.shape[2]
+    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / float(np.sqrt(hd)))  # (B, H, T, S)
+    scores = np.where(causal_mask(T, S), scores, -np.inf)
+    att = softmax(scores) @ v  # (B, H, T, hd)
+    att = att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
+    x = x + _lin(params, p + "attn_output.weight", att, record)
+
+    # 2) SwiGLU MLP sub-layer
+    h = rmsnorm(x, params[p + "ffn_norm.weight"], cfg.norm_eps)  # (B, T, d)
+    g = _lin(params, p + "ffn_gate.weight", h, record)  # (B, T, F)
+    u = _lin(params, p + "ffn_up.weight", h, record)  # (B, T, F)
+    x = x + _lin(params, p + "ffn_down.weight", silu(g) * u, record)  # (B, T, d)
+    return x
+
+
+def head(params: dict, cfg: Config, x: np.ndarray, record: Record | None = None) -> np.ndarray:
+    """Final RMSNorm and output projection: (B, T, d) -> logits (B, T, V)."""
+    h = rmsnorm(x, params["output_norm.weight"], cfg.norm_eps)
+    return _lin(params, "output.weight", h, record)
+
+
+def _as_batch(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens[None, :]
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(
+            f"tokens must be an integer array of shape (B, T) or (T,), got {tokens.dtype} "
+            f"{tokens.shape}; encode text with tinyquant.llm.data.encode"
+        )
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must be in [0, {vocab_size}); got out-of-range ids")
+    return tokens
+
+
+def forward(
+    params: dict,
+    tokens: np.ndarray,
+    cfg: Config,
+    record: Record | None = None,
+    cache: KVCache | None = None,
+) -> np.ndarray:
+    """Logits (B, T, V) for int tokens (B, T) or (T,).
+
+    >>> cfg = Config.tiny()
+    >>> forward(init_params(cfg), np.array([1, 2, 3]), cfg).shape
+    (1, 3, 256)
+    """
+    tokens = _as_batch(tokens, cfg.vocab_size)
+    T = tokens.shape[1]
+    start = 0 if cache is None else cache.pos
+    if start + T > cfg.context:
+        raise ValueError(
+            f"{start + T} positions exceed the context of {cfg.context}; "
+            "pass at most `context` tokens (or start a new cache)"
+        )
+    x = embed(params, tokens)  # (B, T, d)
+    for i in range(cfg.n_layers):
+        x = block(params, cfg, i, x, record=record, cache=cache)
+    if cache is not None:
+        cache.pos += T
+    return head(params, cfg, x, record=record)
+
+
+def generate(
+    params: dict,
+    cfg: Config,
+    prompt: str | bytes,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """Sample ``n`` bytes after ``prompt`` and return them decoded as text (the prompt excluded).
+
+    Decoding is incremental with a KV cache. When the window is full, it slides: the cache is
+    rebuilt from the last ``context // 2`` bytes and decoding continues (so each generated byte
+    always sees at least half a context of history).
+
+    >>> cfg = Config.tiny()
+    >>> len(generate(init_params(cfg), cfg, "ab", 5, seed=1).encode("utf-8", "replace")) >= 1
+    True
+    """
+    from tinyquant.llm.data import decode, encode
+
+    data = encode(prompt) if isinstance(prompt, str) else np.frombuffer(prompt, dtype=np.uint8)
+    if len(data) == 0:
+        raise ValueError("prompt is empty; give at least one byte of text, e.g. 'ROMEO:'")
+    if len(data) > cfg.context:
+        raise ValueError(
+            f"prompt is {len(data)} bytes, longer than the context of {cfg.context}; shorten it"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use e.g. 0.8")
+    if top_k is not None and not (1 <= int(top_k) <= cfg.vocab_size):
+        raise ValueError(f"top_k must be in [1, {cfg.vocab_size}] or None, got {top_k}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    dtype = params["token_embd.weight"].dtype
+    seq = [int(b) for b in data]
+    cache = new_cache(cfg, 1, dtype)
+    logits = forward(params, np.array(seq), cfg, cache=cache)[0, -1]  # (V,)
+    out: list[int] = []
+    for _ in range(n):
+        z = logits.astype(np.float64) / temperature
+        if top_k is not None:
+            kth = np.sort(z)[-int(top_k)]
+            z = np.where(z < kth, -np.inf, z)
+        p = softmax(z)
+        nxt = int(rng.choice(cfg.vocab_size, p=p))
+        out.append(nxt)
+        seq.append(nxt)
+        if cache.pos >= cfg.context:  # slide the window
+            keep = seq[-(cfg.context // 2) :]
+            cache = new_cache(cfg, 1, dtype)
+            logits = forward(params, np.array(keep), cfg, cache=cache)[0, -1]
+        else:
+            logits = forward(params, np.array([nxt]), cfg, cache=cache)[0, -1]
+    return decode(np.array(out, dtype=np.uint8))
