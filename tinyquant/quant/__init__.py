@@ -19,6 +19,17 @@ from .codebook import encode_codebook, from_bnb_bytes, quantize_codebook, to_bnb
 from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
+from .observers import (
+    OBSERVERS,
+    KLObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
+    dynamic_fake_quantize,
+    dynamic_quantize,
+)
 from .pack import pack, packed_length, to_signed, to_unsigned, unpack
 from .qtensor import QTensor, quantize_tensor
 
@@ -27,6 +38,13 @@ __all__ = [
     "FLOAT_FORMATS",
     "FORMATS",
     "Format",
+    "KLObserver",
+    "MSEObserver",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "OBSERVERS",
+    "Observer",
+    "PercentileObserver",
     "QTensor",
     "block_minmax",
     "check_block_size",
@@ -35,6 +53,8 @@ __all__ = [
     "code_dtype",
     "dequantize",
     "decode",
+    "dynamic_fake_quantize",
+    "dynamic_quantize",
     "encode",
     "encode_codebook",
     "expand",

@@ -260,7 +260,7 @@ def _finite_scale(scale: np.ndarray) -> np.ndarray:
         raise ValueError(
             "the range is too large for a float32 scale (|x| near 3.4e38); rescale x first"
         )
-    return np.maximum(scale, SCALE_FLOOR).astype(np.float32)
+    return np.asarray(np.maximum(scale, SCALE_FLOOR), dtype=np.float32)
 
 
 def choose_qparams(
