@@ -1,0 +1,273 @@
+"""GPTQ: quantize a weight matrix column by column, pushing each column's error onto the rest.
+
+For one Linear with weight W (O, I) and calibration inputs X (N, I), GPTQ minimises the layer
+objective ‖XWᵀ − XQᵀ‖² = tr(ΔHΔᵀ)·N/2 with H = 2XᵀX/N and Δ = W − Q. Quantizing column i
+to q and updating the not-yet-quantized columns optimally (the OBS update) is
+
+    err = (w_i − q_i) / U[i, i]          W[:, i+1:] −= err ⊗ U[i, i+1:]
+
+where U is the upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU). The loss of column i is
+(w_i − q_i)² / U[i, i]² / 2, and because Δ = E·U (E the matrix of errs) and U·H·Uᵀ = I,
+Σ losses = ½·tr(ΔHΔᵀ) exactly (the damped H).
+
+Ref: Frantar et al. 2022, "GPTQ", Algorithm 1 (lazy batch updates, Cholesky reformulation);
+IST-DASLab/gptq ``gptq.py``/``quant.py`` (conventions below match them).
+
+Conventions (as the reference): unsigned codes in [0, maxq], maxq = 2^bits − 1; the min-max range
+always includes 0; symmetric zero = (maxq + 1)/2; round half to even; dead inputs (diag H = 0) get
+H[i,i] = 1 and W[:, i] = 0; damping λ = damp·mean(diag H). Groups take their (scale, zero) when
+their first column is reached, from the error-updated weights. One deliberate difference:
+the reference reads a group that starts inside a chunk from W as it was at the chunk start (the
+updates from the same chunk's earlier columns are missing); we read the fully updated weights.
+``group_params_from="chunk_start"`` reproduces the reference (see notebook 08 for why it matters
+at 2 bits).
+
+Shapes: O out features, I in features, g group size, G = I // g groups, c chunk width.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tinyquant.algos.qgrid import minmax_qparams, mse_qparams, quantize_codes
+
+SUB = 32  # columns per sub-chunk: rank-1 updates stay inside it (a speed knob, not semantics)
+
+
+@dataclass(frozen=True)
+class GPTQResult:
+    """What :func:`gptq_quantize` returns (arrays in the original column order).
+
+    ``weight`` is the dequantized Q = scale[:, g_idx] · (codes − zero[:, g_idx]).
+    """
+
+    codes: np.ndarray  # (O, I) uint8, in [0, 2^bits − 1]
+    scale: np.ndarray  # (O, G) float32
+    zero: np.ndarray  # (O, G) float32 (integer-valued)
+    g_idx: np.ndarray  # (I,) int32: the group of each column
+    losses: np.ndarray  # (I,) float64: Σ_rows (w − q)² / U_ii² / 2 per column
+    weight: np.ndarray  # (O, I) float32 dequantized weight
+    bits: int
+    group_size: int | None  # None = per-channel (one group of I columns)
+    perm: np.ndarray | None  # (I,) processing order when act_order, else None
+    damp: float  # the relative damping finally used (after any retries)
+
+
+def _inverse_cholesky(A: np.ndarray) -> np.ndarray:
+    """L⁻¹ where A = LLᵀ (L lower), by 2×2 blocks so nearly all the work is BLAS GEMMs.
+
+    [[A11, ·], [A21, A22]]: L11 = chol(A11), L21 = A21·L11⁻ᵀ, L22 = chol(A22 − L21·L21ᵀ) and
+    (L⁻¹)21 = −L22⁻¹·L21·L11⁻¹. (LAPACK's potrf + trtri would do; NumPy exposes only potrf,
+    and a general LU inverse of the triangular factor costs 3× more.)
+    """
+    n = A.shape[0]
+    if n <= 256:
+        return np.linalg.inv(np.linalg.cholesky(A))  # LinAlgError if A is not pos. definite
+    h = n // 2
+    L11i = _inverse_cholesky(A[:h, :h])  # (h, h)
+    L21 = A[h:, :h] @ L11i.T  # (n−h, h)
+    L22i = _inverse_cholesky(A[h:, h:] - L21 @ L21.T)  # (n−h, n−h)
+    Li = np.empty_like(A)
+    Li[:h, :h], Li[:h, h:], Li[h:, h:] = L11i, 0.0, L22i
+    Li[h:, :h] = -(L22i @ (L21 @ L11i))
+    return Li
+
+
+def upper_cholesky_of_inverse(H: np.ndarray) -> np.ndarray:
+    """U upper triangular with H⁻¹ = UᵀU, without forming H⁻¹.
+
+    With J the reversal permutation and JHJ = MMᵀ (M lower), U = J·M⁻¹·J.
+    Raises ``np.linalg.LinAlgError`` when H is not positive definite.
+
+    >>> H = np.array([[4.0, 2.0], [2.0, 3.0]])
+    >>> U = upper_cholesky_of_inverse(H)
+    >>> bool(np.allclose(U.T @ U, np.linalg.inv(H)) and U[1, 0] == 0)
+    True
+    """
+    Mi = _inverse_cholesky(np.ascontiguousarray(H[::-1, ::-1]))  # (I, I) lower
+    return Mi[::-1, ::-1]
+
+
+def damped_hinv_factor(
+    H: np.ndarray, damp: float = 0.01, max_tries: int = 6
+) -> tuple[np.ndarray, float]:
+    """Upper Cholesky factor of (H + λI)⁻¹, λ = damp·mean(diag H), retrying ×10 on failure.
+
+    Returns (U, damp actually used). A retry emits a ``RuntimeWarning``.
+
+    >>> U, d = damped_hinv_factor(np.eye(3), 0.01)
+    >>> round(float(U[0, 0]) ** -2, 6), d
+    (1.01, 0.01)
+    """
+    mean_diag = float(np.mean(np.diag(H)))
+    cur = damp
+    for attempt in range(max_tries):
+        Hd = H.astype(np.float32)  # float32 factorization, as the reference (~1e-6 relative)
+        Hd[np.diag_indices_from(Hd)] += np.float32(cur * mean_diag)
+        try:
+            U = upper_cholesky_of_inverse(Hd)
+            if np.all(np.isfinite(U)):
+                return U, cur
+        except np.linalg.LinAlgError:
+            pass
+        nxt = cur * 10 if cur > 0 else 1e-4
+        if attempt + 1 < max_tries:
+            warnings.warn(
+                f"GPTQ: H + {cur:g}·mean(diag H)·I is not positive definite; "
+                f"retrying with damp={nxt:g}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        cur = nxt
+    raise ValueError(
+        f"GPTQ: H is not positive definite even with damp={cur / 10:g}; check the calibration "
+        "statistics for NaN/inf or collect more calibration tokens"
+    )
+
+
+def gptq_quantize(
+    W: np.ndarray,
+    H: np.ndarray,
+    bits: int = 4,
+    group_size: int | None = None,
+    symmetric: bool = False,
+    act_order: bool = False,
+    static_groups: bool = False,
+    damp: float = 0.01,
+    chunk: int = 128,
+    mse: bool = False,
+    group_params_from: Literal["current", "chunk_start"] = "current",
+) -> GPTQResult:
+    """Quantize W (O, I) with GPTQ given the layer Hessian H = 2XᵀX/N (I, I).
+
+    ``group_size=None`` is per-channel. ``mse=True`` chooses each group's (scale, zero) by the
+    reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(256, 16)) @ rng.normal(size=(16, 16))
+    >>> W = rng.normal(size=(8, 16)).astype(np.float32)
+    >>> r = gptq_quantize(W, 2 * X.T @ X / 256, bits=3)
+    >>> r.codes.shape, int(r.codes.max()) <= 7, r.scale.shape
+    ((8, 16), True, (8, 1))
+    """
+    W = np.asarray(W, dtype=np.float32)
+    H = np.array(H, dtype=np.float64)  # a copy: we edit it
+    O, I = W.shape
+    if H.shape != (I, I):
+        raise ValueError(f"H has shape {H.shape}, expected ({I}, {I}) for W of shape {W.shape}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits} is outside 1..8; GPTQ here quantizes to uniform int grids")
+    g = I if group_size is None else int(group_size)
+    if I % g:
+        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be a positive number of columns (GPTQ uses 128)")
+    maxq = 2**bits - 1
+    fit = mse_qparams if mse else minmax_qparams
+
+    def qparams(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
+
+    # 1) dead inputs: a column nobody excites is set to zero and made harmless in H
+    dead = np.diag(H) == 0
+    H[dead, dead] = 1.0
+    W = W.copy()
+    W[:, dead] = 0.0
+
+    # 2) static groups: every group's (scale, zero) from the original W, before any update
+    G = I // g
+    scale = np.zeros((O, G), np.float32)
+    zero = np.zeros((O, G), np.float32)
+    if static_groups:
+        for k in range(G):
+            scale[:, k], zero[:, k] = qparams(W[:, k * g : (k + 1) * g])
+
+    # 3) act-order: process columns by decreasing diag H
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(I)
+    WT = np.ascontiguousarray(W[:, perm].T)  # (I, O): column j of W is row j of WT
+    H = H[np.ix_(perm, perm)]
+
+    # 4) U = upper Cholesky factor of (H + λI)⁻¹
+    U, damp_used = damped_hinv_factor(H, damp)
+    U32 = np.ascontiguousarray(U)  # (I, I) float32
+
+    QT = np.zeros_like(WT)  # (I, O) dequantized, permuted order
+    codesT = np.zeros((I, O), np.uint8)
+    losses = np.zeros(I, np.float64)
+    g_of_pos = np.zeros(I, np.int32)  # group index of each processed position
+    s_cur = z_cur = None
+
+    # 5) walk the columns in chunks of `chunk`; inside a chunk, in sub-chunks of SUB columns:
+    #    rank-1 OBS updates touch only the sub-chunk, a GEMM carries its errors to the rest of
+    #    the chunk, and another carries the chunk's errors to all later columns (Alg. 1's lazy
+    #    batch updates, applied twice). Same result as updating every column at every step.
+    for i1 in range(0, I, chunk):
+        i2 = min(i1 + chunk, I)
+        W1 = WT[i1:i2].copy()  # (c, O) updated within the chunk
+        Err1 = np.zeros_like(W1)  # (c, O)
+        U1 = U32[i1:i2, i1:i2]  # (c, c)
+        for j1 in range(0, i2 - i1, SUB):
+            j2 = min(j1 + SUB, i2 - i1)
+            for i in range(j1, j2):
+                k = i1 + i  # position in processing order
+                if static_groups:
+                    grp = int(perm[k]) // g
+                    s_cur, z_cur = scale[:, grp], zero[:, grp]
+                elif k % g == 0:
+                    grp = k // g
+                    if group_params_from == "chunk_start":  # reference: stale in-chunk values
+                        cols = WT[k : k + g]
+                    else:  # current weights = stored rows minus the updates still pending
+                        cols = np.concatenate(
+                            [
+                                W1[i : min(j2, i + g)],
+                                W1[j2 : i + g] - U1[j1:i, j2 : i + g].T @ Err1[j1:i],
+                                WT[i2 : k + g] - U32[i1:k, i2 : k + g].T @ Err1[:i],
+                            ]
+                        )  # (g, O)
+                    scale[:, grp], zero[:, grp] = qparams(cols.T)
+                    s_cur, z_cur = scale[:, grp], zero[:, grp]
+                else:
+                    grp = k // g
+                g_of_pos[k] = grp
+                w = W1[i]  # (O,)
+                c = quantize_codes(w, s_cur, z_cur, maxq)  # (O,)
+                q = s_cur * (c - z_cur)
+                err = (w - q) / U1[i, i]  # GPTQ Alg. 1: E = (W − Q) / [H⁻¹]_cc
+                losses[k] = float(np.sum(np.square(err, dtype=np.float64))) / 2
+                W1[i + 1 : j2] -= U1[i, i + 1 : j2, None] * err[None, :]  # OBS update
+                Err1[i] = err
+                codesT[k] = c
+                QT[k] = q
+            W1[j2:] -= U1[j1:j2, j2:].T @ Err1[j1:j2]  # lazy update of the rest of the chunk
+        WT[i2:] -= U32[i1:i2, i2:].T @ Err1  # lazy update of all later columns
+
+    # 6) back to the original column order
+    inv = np.argsort(perm)
+    g_idx = g_of_pos[inv] if not static_groups else (np.arange(I) // g).astype(np.int32)
+    return GPTQResult(
+        codes=np.ascontiguousarray(codesT[inv].T),
+        scale=scale,
+        zero=zero,
+        g_idx=g_idx.astype(np.int32),
+        losses=losses[inv],
+        weight=np.ascontiguousarray(QT[inv].T),
+        bits=bits,
+        group_size=group_size,
+        perm=perm if act_order else None,
+        damp=damp_used,
+    )
+
+
+def layer_objective(W: np.ndarray, Q: np.ndarray, H: np.ndarray) -> float:
+    """½·tr(ΔHΔᵀ), Δ = W − Q: GPTQ's layer loss (= ‖XWᵀ − XQᵀ‖²/N for H = 2XᵀX/N).
+
+    >>> layer_objective(np.ones((1, 2)), np.zeros((1, 2)), 2 * np.eye(2))
+    2.0
+    """
+    D = np.asarray(W, np.float64) - np.asarray(Q, np.float64)  # (O, I)
+    return float(np.sum((D @ np.asarray(H, np.float64)) * D) / 2)
