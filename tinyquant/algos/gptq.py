@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from tinyquant.algos.qgrid import minmax_qparams, mse_qparams, quantize_codes
+from tinyquant.quant import QTensor, get_format, pack
 
 SUB = 32  # columns per sub-chunk: rank-1 updates stay inside it (a speed knob, not semantics)
 
@@ -271,3 +272,28 @@ def layer_objective(W: np.ndarray, Q: np.ndarray, H: np.ndarray) -> float:
     """
     D = np.asarray(W, np.float64) - np.asarray(Q, np.float64)  # (O, I)
     return float(np.sum((D @ np.asarray(H, np.float64)) * D) / 2)
+
+
+def to_qtensor(r: GPTQResult) -> QTensor:
+    """The result as a packed QTensor (uint{bits} codes, float32 scales, uint8 zeros).
+
+    A QTensor has contiguous groups, so this needs g_idx = column // g: no act-order, or
+    act-order with ``static_groups=True`` (or per-channel). Otherwise use ``r.weight``
+    (fake-quant) — the reference then needs its g_idx at inference, which we avoid.
+
+    >>> W = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
+    >>> r = gptq_quantize(W, np.eye(32), bits=4, group_size=16)
+    >>> qt = to_qtensor(r)
+    >>> qt.bits_per_weight, bool(np.array_equal(qt.dequantize(), r.weight))
+    (6.5, True)
+    """
+    O, I = r.codes.shape
+    g = I if r.group_size is None else r.group_size
+    if not np.array_equal(r.g_idx, np.arange(I) // g):
+        raise ValueError(
+            "act-order groups are not contiguous; quantize with static_groups=True (or "
+            "per-channel) to get a QTensor, or use result.weight on the fake-quant path"
+        )
+    f = get_format(f"uint{r.bits}")
+    return QTensor(pack(r.codes, f.storage_bits), r.scale.astype(np.float32),
+                   r.zero.astype(np.uint8), f, (1, g), (O, I))  # fmt: skip

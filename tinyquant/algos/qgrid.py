@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyquant.quant.affine import qparams_from_range
+
 
 def quantize_codes(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, maxq: int) -> np.ndarray:
     """Codes clamp(round(w/scale) + zero, 0, maxq) as uint8; broadcasting as numpy does.
@@ -44,9 +46,12 @@ def _range(W: np.ndarray, symmetric: bool, include_zero: bool) -> tuple[np.ndarr
 def _qparams_from_range(
     xmin: np.ndarray, xmax: np.ndarray, maxq: int, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    scale = ((xmax - xmin) / maxq).astype(np.float32)
-    if symmetric:
-        return scale, np.full_like(scale, (maxq + 1) / 2)
+    """Scale and zero covering [xmin, xmax]; a range containing 0 goes through the core."""
+    if np.all(xmin <= 0) and np.all(xmax >= 0):
+        bits = int(maxq).bit_length()
+        s, z = qparams_from_range(xmin, xmax, f"uint{bits}", symmetric, convention="gptq")
+        return s, z.astype(np.float32)
+    scale = ((xmax - xmin) / maxq).astype(np.float32)  # AWQ's range, not forced to include 0
     return scale, np.clip(np.round(-xmin / scale), 0, maxq).astype(np.float32)
 
 
