@@ -27,8 +27,8 @@ How the reference implementations choose (scale, zero) — they disagree; we off
 
 Where we deliberately differ from PyTorch: PyTorch clamps scale to float32 eps; we only replace
 scales below the smallest normal float32 (2⁻¹²⁶) by it, so tiny tensors keep their resolution.
-A *constant* block (all values c) gets scale |c| (1 for c = 0) and codes ±1 (or zero), so that it
-reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one ulp. PyTorch
+A *constant* block (all values c) gets scale |c| (1 for c = 0; no floor) and codes ±1 (or zero),
+so that it reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one ulp. PyTorch
 computes x·(1/scale); we compute x/scale (IEEE division), which can differ at exact ties.
 
 Dtypes: x is cast to float32; scale is float32; zero is int32 (integer-valued; GPTQ's symmetric
@@ -239,7 +239,7 @@ def qparams_from_range(
         const = lo64 == hi64  # every value equal to c: scale |c|, code ±1
         scale = np.where(const, np.abs(lo), scale).astype(np.float32)
         scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-        return _finite_scale(scale), zero
+        return _finite_scale(scale, keep=const), zero
 
     # asymmetric: widen to contain 0, integer zero-point (PyTorch observers, GPTQ sym=False)
     lo0, hi0 = np.minimum(lo, 0).astype(np.float32), np.maximum(hi, 0).astype(np.float32)
@@ -247,7 +247,7 @@ def qparams_from_range(
     const = lo64 == hi64
     scale = np.where(const, np.abs(lo), scale).astype(np.float32)
     scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-    scale = _finite_scale(scale)
+    scale = _finite_scale(scale, keep=const)
     zero = qmin - np.rint(lo0 / scale)  # float32: PyTorch's zero_point formula
     zero = np.where(const & (lo < 0), qmin + 1, zero)  # constant c < 0: code qmin = −1 step
     zero = np.where(const & (lo >= 0), qmin, zero)  # constant c ≥ 0: code qmin (+1)
@@ -255,12 +255,16 @@ def qparams_from_range(
     return scale, zero
 
 
-def _finite_scale(scale: np.ndarray) -> np.ndarray:
+def _finite_scale(scale: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Reject inf scales; raise scales below 2^-126 to it (constant blocks, ``keep``, exempt)."""
     if not np.all(np.isfinite(scale)):
         raise ValueError(
             "the range is too large for a float32 scale (|x| near 3.4e38); rescale x first"
         )
-    return np.asarray(np.maximum(scale, SCALE_FLOOR), dtype=np.float32)
+    floored = np.maximum(scale, SCALE_FLOOR)
+    if keep is not None:
+        floored = np.where(keep, scale, floored)
+    return np.asarray(floored, dtype=np.float32)
 
 
 def choose_qparams(
