@@ -1,0 +1,194 @@
+"""Randomized Hadamard rotation (incoherence processing): make weights Gaussian before rounding.
+
+For an orthogonal R, a Linear is unchanged when its weight and its input rotate together:
+
+    y = x Wᵀ = (x R)(W R)ᵀ,        R = D·H / √n,   D = diag(±1) random,   H Hᵀ = n·I
+
+W R spreads every outlier of a row over all n columns (a weighted sum of n random-sign terms is
+nearly Gaussian), so a few huge weights no longer stretch the quantization grid — the route to
+usable 2/3-bit weights. x R is computed online with the fast Walsh–Hadamard transform,
+O(n log n): at each of log2(n) stages, pairs (a, b) become (a + b, a − b).
+
+n need not be a power of two: n = m·2^k with a Hadamard matrix of order m in hand uses
+H_n = H_m ⊗ H_{2^k} (apply H_{2^k} by the fast transform, then the m×m matrix). We use the
+symmetric Paley-II matrix of order 12, so d_ff = 768 = 12·64 gets a true 768×768 Hadamard
+(not a block-diagonal patchwork); every H here is symmetric, hence (H/√n)² = I.
+
+For GPTQ the layer Hessian rotates as H_x ← Rᵀ H_x R (the statistics of x R).
+
+Refs: Chee et al. 2023 "QuIP" (incoherence processing); Tseng et al. 2024 "QuIP#" §3 (randomized
+Hadamard transform, Kronecker with small Hadamards for non-powers of two); Ashkboos et al. 2024
+"QuaRot" (Hadamard rotations of LLaMA, computational invariance); Paley 1933 (construction II).
+Shapes: n rotated dimension, O out features, N rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinyquant.llm.model import linear
+
+
+def _paley2_12() -> np.ndarray:
+    """The symmetric Hadamard matrix of order 12 = 2(q + 1), q = 5 (Paley construction II)."""
+    q = 5
+    chi = np.array([0, 1, -1, -1, 1])  # quadratic character of GF(5): residues {1, 4}
+    Q = chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q]  # (5, 5) symmetric Jacobsthal
+    C = np.zeros((q + 1, q + 1), np.int64)
+    C[0, 1:] = C[1:, 0] = 1
+    C[1:, 1:] = Q
+    return np.kron(C, [[1, 1], [1, -1]]) + np.kron(
+        np.eye(q + 1, dtype=np.int64), [[1, -1], [-1, -1]]
+    )
+
+
+_SMALL = {1: np.ones((1, 1), np.int64), 12: _paley2_12()}
+
+
+def _split(n: int) -> tuple[int, int]:
+    """n = m·2^k with a known Hadamard of order m; returns (m, 2^k)."""
+    for m in sorted(_SMALL, reverse=True):
+        p = n // m
+        if n % m == 0 and p & (p - 1) == 0:
+            return m, p
+    raise ValueError(
+        f"no Hadamard matrix of order {n} here; use n = 2^k or 12·2^k (e.g. 256, 768, 1024)"
+    )
+
+
+def hadamard_transform(x: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """x H along the last axis (H symmetric Hadamard of order n), divided by √n if normalized.
+
+    >>> hadamard_transform(np.array([1.0, 0.0, 0.0, 0.0]), normalize=False)
+    array([1., 1., 1., 1.])
+    >>> x = np.random.default_rng(0).normal(size=(3, 768))
+    >>> bool(np.allclose(hadamard_transform(hadamard_transform(x)), x))   # H/√n is involutive
+    True
+    """
+    x = np.asarray(x)
+    n = x.shape[-1]
+    m, p = _split(n)
+    lead = x.shape[:-1]
+    y = np.array(x, dtype=np.result_type(x.dtype, np.float32)).reshape(-1, m, p)  # (N, m, p)
+    h = 1
+    while h < p:  # fast Walsh–Hadamard on the last axis: log2(p) butterfly stages
+        y = y.reshape(-1, m, p // (2 * h), 2, h)
+        a, b = y[..., 0, :], y[..., 1, :]
+        y = np.stack([a + b, a - b], axis=-2).reshape(-1, m, p)
+        h *= 2
+    if m > 1:  # the small factor: (H_m ⊗ H_p) acting on the (m, p) view
+        y = np.einsum("ij,njp->nip", _SMALL[m].astype(y.dtype), y)
+    y = y.reshape(*lead, n)
+    return y / np.sqrt(n).astype(y.dtype) if normalize else y
+
+
+def hadamard_matrix(n: int) -> np.ndarray:
+    """The n×n symmetric Hadamard matrix the fast transform applies (entries ±1).
+
+    >>> H = hadamard_matrix(12)
+    >>> bool(np.array_equal(H @ H.T, 12 * np.eye(12)) and np.array_equal(H, H.T))
+    True
+    """
+    return hadamard_transform(np.eye(n), normalize=False).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RandomHadamard:
+    """R = D·H/√n with seeded random signs D; ``apply`` is x ↦ x R, ``inverse`` is y ↦ y Rᵀ.
+
+    >>> rot = RandomHadamard(64, seed=0)
+    >>> x = np.random.default_rng(1).normal(size=(5, 64))
+    >>> bool(np.allclose(rot.inverse(rot.apply(x)), x))
+    True
+    """
+
+    n: int
+    seed: int = 0
+    signs: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _split(self.n)  # validates n
+        s = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=self.n).astype(np.float32)
+        object.__setattr__(self, "signs", s)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """x R = (x ⊙ d) H / √n along the last axis."""
+        return hadamard_transform(np.asarray(x) * self.signs)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """y Rᵀ = (y H / √n) ⊙ d (H is symmetric)."""
+        return hadamard_transform(y) * self.signs
+
+    def matrix(self) -> np.ndarray:
+        """R (n, n) explicitly (for tests and small demos)."""
+        return self.apply(np.eye(self.n))
+
+
+def rotate_weight(
+    W: np.ndarray, rot: RandomHadamard, rot_out: RandomHadamard | None = None
+) -> np.ndarray:
+    """W R: each row of W (O, I) rotated like the inputs will be, so (x R)(W R)ᵀ = x Wᵀ.
+
+    With ``rot_out`` (U, O×O) the result is Uᵀ W R, and then x Wᵀ = ((x R)(Uᵀ W R)ᵀ) Uᵀ.
+
+    >>> rot, W = RandomHadamard(8, 1), np.arange(16.0).reshape(2, 8)
+    >>> x = np.ones((1, 8))
+    >>> bool(np.allclose(rot.apply(x) @ rotate_weight(W, rot).T, x @ W.T))
+    True
+    """
+    Wr = rot.apply(np.asarray(W, np.float64))  # (O, I) = W R
+    if rot_out is not None:
+        Wr = rot_out.apply(Wr.T).T  # Uᵀ W R = ((W R)ᵀ U)ᵀ
+    return Wr.astype(np.float32)
+
+
+def rotate_hessian(H: np.ndarray, rot: RandomHadamard) -> np.ndarray:
+    """Rᵀ H R: the GPTQ Hessian of the rotated inputs x R (H = 2XᵀX/N → 2(XR)ᵀ(XR)/N).
+
+    >>> rot, H = RandomHadamard(4, 0), np.diag([1.0, 2.0, 3.0, 4.0])
+    >>> R = rot.matrix()
+    >>> bool(np.allclose(rotate_hessian(H, rot), R.T @ H @ R))
+    True
+    """
+    return rot.apply(rot.apply(np.asarray(H, np.float64)).T)  # (H R)ᵀ R = Rᵀ H R
+
+
+class RotatedLinear:
+    """y = linear(x R_in, W') [R_outᵀ]: a Linear whose weight W' was quantized in rotated space.
+
+    ``inner`` is what quantized W R_in (or R_outᵀ W R_in with an output rotation): a float
+    array or a QuantLinear. The model calls ``forward`` through ``linear(x, w)``.
+
+    >>> rot = RandomHadamard(16, 0)
+    >>> W = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+    >>> lin = RotatedLinear(rot, rotate_weight(W, rot))
+    >>> x = np.ones((2, 16), np.float32)
+    >>> bool(np.allclose(lin.forward(x), x @ W.T, atol=1e-5)), lin.in_features, lin.out_features
+    (True, 16, 4)
+    """
+
+    def __init__(self, rot_in: RandomHadamard, inner, rot_out: RandomHadamard | None = None):
+        self.rot_in, self.inner, self.rot_out = rot_in, inner, rot_out
+        shape = (
+            inner.shape
+            if isinstance(inner, np.ndarray)
+            else (inner.out_features, inner.in_features)
+        )
+        self.out_features, self.in_features = int(shape[0]), int(shape[1])
+        if self.in_features != rot_in.n:
+            raise ValueError(f"rotation of size {rot_in.n} != in_features {self.in_features}")
+
+    @property
+    def nbytes(self) -> int:
+        """The inner weight's bytes plus one sign bit per rotated dimension."""
+        inner = self.inner.nbytes
+        n_signs = self.rot_in.n + (0 if self.rot_out is None else self.rot_out.n)
+        return int(inner + (n_signs + 7) // 8)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = linear(self.rot_in.apply(x).astype(np.float32), self.inner)  # (..., O)
+        if self.rot_out is not None:
+            y = self.rot_out.inverse(y)  # W' = Uᵀ W R  ⇒  y = (x R W'ᵀ) Uᵀ
+        return y.astype(np.float32)
