@@ -1,0 +1,132 @@
+"""SmoothQuant: move activation outliers into the weights so that both quantize to int8.
+
+Per input channel j of the Linears fed by one RMSNorm,
+
+    s_j = max|X_j|^α / max|W_:j|^(1−α)          (max over tokens; over all rows of q,k,v / gate,up)
+    X ← X / s  (divide the RMSNorm weight by s),   W ← W · s  (scale W's input columns)
+
+which leaves X Wᵀ unchanged and, with α = 0.5, splits the quantization difficulty evenly between
+activations and weights. Applied before q/k/v and gate/up only (the Linears that read a norm).
+``search_alpha`` picks α per block by the W8A8 error of those Linears' outputs on calibration X.
+W8A8 itself (levels O1/O2/O3) is a recipe on top: per-tensor/per-channel int8 W and per-token or
+per-tensor (static, from ``static_act_scale``) int8 activations.
+
+Refs: Xiao et al. 2022 "SmoothQuant", eq. (4) and §4 (O1–O3); mit-han-lab/smoothquant
+``smooth.py`` (``smooth_ln_fcs``: max over the concatenated weights, clamp 1e-5).
+Shapes: N tokens, I in features (d), O out features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SMOOTHED = {"attn_norm": ("attn_q", "attn_k", "attn_v"), "ffn_norm": ("ffn_gate", "ffn_up")}
+
+
+def smooth_scales(
+    act_max: np.ndarray, weights: Sequence[np.ndarray], alpha: float = 0.5
+) -> np.ndarray:
+    """s (I,) = act_max^α / (max over the weights' rows of |W|)^(1−α), both clamped at 1e-5.
+
+    >>> smooth_scales(np.array([16.0, 1.0]), [np.array([[1.0, 1.0]])], 0.5).tolist()
+    [4.0, 1.0]
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"alpha must be in [0, 1], got {alpha}; the paper uses 0.5 (0.75–0.85 for GLM)"
+        )
+    w_max = np.max([np.abs(np.asarray(w, np.float64)).max(axis=0) for w in weights], axis=0)
+    w_max = np.maximum(w_max, 1e-5)  # (I,)
+    a = np.maximum(np.asarray(act_max, np.float64), 1e-5)
+    return np.maximum(a**alpha / w_max ** (1 - alpha), 1e-5)
+
+
+def apply_smoothing(params: dict, i: int, norm: str, s: np.ndarray) -> dict:
+    """Fold s into block i: ``{norm}.weight`` /= s and the Linears it feeds *= s (columns).
+
+    Returns the changed params (dtypes kept). Exact in full precision.
+
+    >>> p = {"blk.0.ffn_norm.weight": np.ones(2), "blk.0.ffn_gate.weight": np.ones((3, 2)),
+    ...      "blk.0.ffn_up.weight": np.ones((3, 2))}
+    >>> new = apply_smoothing(p, 0, "ffn_norm", np.array([2.0, 4.0]))
+    >>> new["blk.0.ffn_norm.weight"].tolist(), new["blk.0.ffn_up.weight"][0].tolist()
+    ([0.5, 0.25], [2.0, 4.0])
+    """
+    if norm not in SMOOTHED:
+        raise ValueError(f"norm must be one of {list(SMOOTHED)}, got {norm!r}")
+    p = f"blk.{i}."
+    s = np.asarray(s, np.float64)
+    out = {}
+    g = np.asarray(params[p + norm + ".weight"])
+    out[p + norm + ".weight"] = (g / s).astype(g.dtype)
+    for lin in SMOOTHED[norm]:
+        w = np.asarray(params[p + lin + ".weight"])
+        out[p + lin + ".weight"] = (w * s).astype(w.dtype)  # (O, I) · (I,)
+    return out
+
+
+def fake_quant_int8_per_token(x: np.ndarray) -> np.ndarray:
+    """Symmetric int8 per row (absmax/127), dequantized — dynamic per-token activations.
+
+    >>> fake_quant_int8_per_token(np.array([[127.0, 0.4, -64.2]])).tolist()
+    [[127.0, 0.0, -64.0]]
+    """
+    x = np.asarray(x, np.float64)
+    s = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
+    return np.clip(np.round(x / s), -127, 127) * s
+
+
+def fake_quant_int8_per_channel(W: np.ndarray) -> np.ndarray:
+    """Symmetric int8 per output row of W (O, I), dequantized.
+
+    >>> fake_quant_int8_per_channel(np.array([[1.0, -0.5]])).tolist()[0][0]
+    1.0
+    """
+    return fake_quant_int8_per_token(W)
+
+
+def w8a8_error(x: np.ndarray, weights: Sequence[np.ndarray], s: np.ndarray) -> float:
+    """Mean squared error of the outputs when x/s (per token) and W·s (per channel) are int8.
+
+    >>> x = np.random.default_rng(0).normal(size=(16, 8)); W = np.ones((2, 8))
+    >>> w8a8_error(x, [W], np.ones(8)) < 1e-3
+    True
+    """
+    x = np.asarray(x, np.float64)
+    xq = fake_quant_int8_per_token(x / s)
+    err = 0.0
+    for w in weights:
+        w = np.asarray(w, np.float64)
+        err += float(np.mean((xq @ fake_quant_int8_per_channel(w * s).T - x @ w.T) ** 2))
+    return err / len(weights)
+
+
+def search_alpha(
+    x: np.ndarray,
+    weights: Sequence[np.ndarray],
+    alphas: Sequence[float] = tuple(np.round(np.arange(0.0, 1.0001, 0.05), 2)),
+) -> tuple[float, np.ndarray]:
+    """The α whose smoothing gives the smallest W8A8 output error on x (N, I); (α, errors).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(256, 16)); x[:, 3] *= 60        # one outlier channel
+    >>> a, errs = search_alpha(x, [rng.normal(size=(8, 16))])
+    >>> a > 0, bool(errs.min() < errs[0])
+    (True, True)
+    """
+    act_max = np.abs(x).max(axis=0)
+    errs = np.array([w8a8_error(x, weights, smooth_scales(act_max, weights, a)) for a in alphas])
+    return float(alphas[int(np.argmin(errs))]), errs
+
+
+def static_act_scale(act_max_tensor: float, qmax: int = 127) -> float:
+    """Static per-tensor int8 activation scale from calibration (O3): max|X| / 127.
+
+    >>> static_act_scale(254.0)
+    2.0
+    """
+    if not act_max_tensor > 0:
+        raise ValueError("the calibrated activation max must be > 0; calibrate on real text")
+    return float(act_max_tensor) / qmax
