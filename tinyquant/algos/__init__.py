@@ -1,0 +1,78 @@
+"""How the codes are chosen: calibration and the post-training quantization algorithms.
+
+``calibrate``    per-Linear input statistics (mean/max |x|, H = 2XᵀX/N); sequential mode
+``rtn``          round-to-nearest over the core's formats and granularities
+``gptq``         GPTQ (Frantar et al. 2022): error feedback through the inverse Hessian
+``awq``          AWQ (Lin et al. 2023): activation-aware per-channel scales + clip search
+``smoothquant``  SmoothQuant (Xiao et al. 2022): migrate activation outliers into weights
+``llm_int8``     LLM.int8() (Dettmers et al. 2022): int8 with float outlier features
+``rotate``       randomized Hadamard incoherence (QuIP#, QuaRot)
+``qgrid``        the row-wise GPTQ/AWQ integer grid the algorithms quantize onto
+"""
+
+from .awq import (
+    ALPHAS,
+    apply_clip,
+    awq_block,
+    awq_fake_quantize,
+    awq_quantize_tensor,
+    fold_scales,
+    search_clip,
+    search_scale,
+)
+from .calibrate import (
+    BlockCalib,
+    LinearStats,
+    StatsRecorder,
+    calibrate_sequential,
+    collect_stats,
+)
+from .gptq import GPTQResult, gptq_quantize, layer_objective, to_qtensor
+from .llm_int8 import Int8OutlierLinear
+from .qgrid import fake_quantize_rows, minmax_qparams, mse_qparams
+from .rotate import (
+    RandomHadamard,
+    RotatedLinear,
+    hadamard_matrix,
+    hadamard_transform,
+    rotate_hessian,
+    rotate_weight,
+)
+from .rtn import rtn_fake_quantize, rtn_quantize
+from .smoothquant import apply_smoothing, search_alpha, smooth_scales, static_act_scale
+
+__all__ = [
+    "ALPHAS",
+    "BlockCalib",
+    "GPTQResult",
+    "Int8OutlierLinear",
+    "LinearStats",
+    "RandomHadamard",
+    "RotatedLinear",
+    "StatsRecorder",
+    "apply_clip",
+    "apply_smoothing",
+    "awq_block",
+    "awq_fake_quantize",
+    "awq_quantize_tensor",
+    "calibrate_sequential",
+    "collect_stats",
+    "fake_quantize_rows",
+    "fold_scales",
+    "gptq_quantize",
+    "hadamard_matrix",
+    "hadamard_transform",
+    "layer_objective",
+    "minmax_qparams",
+    "mse_qparams",
+    "rotate_hessian",
+    "rotate_weight",
+    "rtn_fake_quantize",
+    "rtn_quantize",
+    "search_alpha",
+    "search_clip",
+    "search_scale",
+    "smooth_scales",
+    "static_act_scale",
+    "to_qtensor",
+]
