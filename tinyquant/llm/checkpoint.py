@@ -8,12 +8,15 @@ strings), then the raw tensor bytes. Ours stores, in ``__metadata__``:
     config     JSON of ``Config``
     tokenizer  "bytes" (token id = UTF-8 byte)
     training   JSON of the training metadata (steps, seed, val_loss, bytes seen, command, curve)
+    sha256     hash of every tensor's name and bytes (safetensors itself has no checksum), so a
+               flipped bit in the data is caught on load
 
 Never pickle: loading a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -48,12 +51,27 @@ def save_checkpoint(path: str | Path, params: dict, cfg: Config, metadata: dict)
         "config": json.dumps(cfg.to_dict()),
         "tokenizer": "bytes",
         "training": json.dumps(metadata),
+        "sha256": tensors_sha256(params),
     }
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
     return path
+
+
+def tensors_sha256(params: dict) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of every tensor, in name order.
+
+    >>> len(tensors_sha256({"a": np.zeros(2, np.float32)}))
+    64
+    """
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _check_params(params: dict, cfg: Config, where: str) -> None:
@@ -129,4 +147,6 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[dict, Config, dict]
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read tensors ({err}); the file is corrupted") from err
     _check_params(params, cfg, where=str(path))
+    if "sha256" in meta and tensors_sha256(params) != meta["sha256"]:
+        raise ValueError(f"{path}: tensor data does not match its checksum; the file is corrupted")
     return params, cfg, training

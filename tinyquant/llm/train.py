@@ -78,7 +78,7 @@ def train(
     >>> cfg = Config.tiny(); tc = TrainConfig(steps=3, batch_size=2, warmup=1, eval_every=0)
     >>> data = np.frombuffer(b"to be or not to be " * 20, dtype=np.uint8)
     >>> p, meta = train(cfg, tc, data, data, progress=False)
-    >>> meta["steps"], meta["val_loss"] < np.log(256)
+    >>> meta["steps"], bool(meta["val_loss"] < np.log(256))
     (3, True)
     """
     from tqdm import tqdm
