@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyquant.kernels import reference, weight_only
+from tinyquant.kernels import reference, unpack_dot, weight_only
 from tinyquant.quant import quantize_tensor
-from tinyquant.quant.pack import unpack
+from tinyquant.quant.pack import pack, unpack
 
 
 def _problem(rng, T, O, I, g, bits):
@@ -100,3 +100,24 @@ def test_many_tokens_take_the_dequantize_then_blas_path_and_still_match():
     assert np.all(
         np.abs(y - reference.w4a16_linear(x, p, s, z, 128)) <= _tolerance(x, p, s, z, 128, 4)
     )
+
+
+@pytest.mark.parametrize("lut", [False, True] if unpack_dot.USE_LUT else [False])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_micro_kernel_sums_codes_times_x_with_and_without_the_lookup_table(bits, lut):
+    from numba import njit
+
+    f = unpack_dot._make_unpack_dot(bits, 1, lut)
+
+    @njit
+    def run(w, x, acc):
+        f(w.ctypes.data, x.ctypes.data, x.shape[1] * 4, x.shape[1], acc.ctypes.data)
+
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 1 << bits, (64, 40)).astype(np.uint8)  # (rows, columns)
+    x = rng.integers(-4, 5, (1, 40)).astype(np.float32)  # small integers: exact float sums
+    pw = weight_only.prepack(pack(codes, bits), np.ones((64, 1), np.float32),
+                             np.zeros((64, 1), np.float32), 40, bits)  # fmt: skip
+    acc = np.empty(64, np.float32)
+    run(pw.w[0], x, acc)
+    assert np.array_equal(acc, codes.astype(np.float32) @ x[0])

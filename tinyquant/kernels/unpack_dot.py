@@ -14,11 +14,21 @@ x[t, i] broadcast. No horizontal sums, no per-byte shuffles:
     b = 2: byte j = [ q[j + 48] | q[j + 32] | q[j + 16] | q[j] ]            j < 16
     b = 8: byte j = q[j]                                                     j < 64
 
+Code → float: with AVX-512 (``lut=True``) a table lookup, ``vpermps``, which reads the low 4 bits
+of each lane as an index into 16 floats: table[k] = (k >> offset) & mask gives the field's value
+as a float directly — no AND, no int → float conversion (both compete with the FMAs for the same
+execution port; the lookup runs on the shuffle port). Measured on this project's 2-core Xeon
+(single thread, 11008 × 4096): W2 9.5 → 15.1 G weights/s, W4 10.4 → 11.0. Without AVX-512 the
+generic path (lshr, and, uitofp) is used.
+
 Why IR and not plain Numba loops: LLVM's loop vectorizer picks 256-bit vectors on this kind of
 CPU ("prefer-256-bit") and keeps the accumulators in memory; with explicit <16 x float> values
-the 4·tt accumulators live in zmm registers (AVX-512) for the whole run. The IR uses only
-generic vector operations (zext, lshr, and, uitofp, llvm.fma), so LLVM lowers it on any CPU —
-to narrower registers where AVX-512 is missing.
+the 4·tt accumulators live in zmm registers (AVX-512) for the whole run. Apart from the lookup,
+the IR uses generic vector operations (zext, lshr, and, uitofp, llvm.fma) that LLVM lowers on
+any CPU — to narrower registers where AVX-512 is missing.
+
+Caching caveat: Numba's on-disk cache of a kernel that calls these intrinsics is keyed on the
+*calling* module's source; after editing this file, clear the ``__pycache__`` of ``kernels/``.
 
 Ref: the interleaved-nibble weight layouts of llama.cpp's Q4_0 and of Marlin (Frantar et al.
 2024) serve the same purpose: one AND/shift feeds many contiguous lanes.
@@ -27,6 +37,7 @@ Shape legend: R = 64 rows per block, BPC bytes per column, tt tokens per call, n
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -45,7 +56,12 @@ def bytes_per_column(bits: int) -> int:
     return ROWS * bits // 8
 
 
-def _make_unpack_dot(bits: int, tt: int):
+def _lut_available() -> bool:
+    """True when the host has AVX-512F, so that ``vpermps`` on zmm registers exists."""
+    return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+
+def _make_unpack_dot(bits: int, tt: int, lut: bool):
     """An intrinsic ``f(w_addr, x_addr, ldx, n, acc_addr)`` for ``bits``-bit codes, tt tokens.
 
     w_addr: first byte of column 0 of the block (columns are ``bytes_per_column`` apart);
@@ -66,6 +82,11 @@ def _make_unpack_dot(bits: int, tt: int):
             w_a, x_a, ldx_v, n_v, acc_a = args
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(v16f, [v16f, v16f, v16f]), "llvm.fma.v16f32"
+            )
+            permvar = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(v16f, [v16f, v16i]),
+                "llvm.x86.avx512.permvar.sf.512",
             )
             wp = builder.inttoptr(w_a, i8.as_pointer())
             xp = builder.inttoptr(x_a, f32.as_pointer())
@@ -97,6 +118,16 @@ def _make_unpack_dot(bits: int, tt: int):
                     ptr = builder.bitcast(builder.gep(col, [i64(byte0)]), v16b.as_pointer())
                     raw[byte0] = builder.zext(builder.load(ptr, align=1), v16i)
                 v = raw[byte0]
+                if lut and bits < 8:
+                    # vpermps reads the low 4 bits of each lane as a table index: the table
+                    # maps them straight to the float code (no AND, no int → float convert)
+                    shift = 4 * ((field * bits) // 4)
+                    if shift:
+                        v = builder.lshr(v, ir.Constant(v16i, [shift] * _LANES))
+                    low = (field * bits) % 4  # bit offset of the field inside the index
+                    table = ir.Constant(v16f, [float((k >> low) & mask) for k in range(16)])
+                    q.append(builder.call(permvar, [table, v]))
+                    continue
                 if field:
                     v = builder.lshr(v, ir.Constant(v16i, [field * bits] * _LANES))
                 if field != fields - 1:
@@ -136,9 +167,10 @@ def _make_unpack_dot(bits: int, tt: int):
 
 # tt = 4 tokens keeps 16 accumulators + 4 code vectors in registers; tt = 1 serves the rest.
 TOKENS_PER_CALL = 4
-unpack_dot8_t4 = _make_unpack_dot(8, 4)
-unpack_dot8_t1 = _make_unpack_dot(8, 1)
-unpack_dot4_t4 = _make_unpack_dot(4, 4)
-unpack_dot4_t1 = _make_unpack_dot(4, 1)
-unpack_dot2_t4 = _make_unpack_dot(2, 4)
-unpack_dot2_t1 = _make_unpack_dot(2, 1)
+USE_LUT = _lut_available()
+unpack_dot8_t4 = _make_unpack_dot(8, 4, USE_LUT)
+unpack_dot8_t1 = _make_unpack_dot(8, 1, USE_LUT)
+unpack_dot4_t4 = _make_unpack_dot(4, 4, USE_LUT)
+unpack_dot4_t1 = _make_unpack_dot(4, 1, USE_LUT)
+unpack_dot2_t4 = _make_unpack_dot(2, 4, USE_LUT)
+unpack_dot2_t1 = _make_unpack_dot(2, 1, USE_LUT)

@@ -190,20 +190,27 @@ def _wo_gemv(x, xs, w, s, sz, group_size, store_bits, y):  # pragma: no cover - 
 
 
 @njit(parallel=True, cache=True)
-def _dequant_slab(w, s, sz, group_size, store_bits, ob0, out):  # pragma: no cover - compiled
-    """out[(ob − ob0)·64 + r, i] = q · s − s·z for blocks ob0 … ob0 + out.shape[0] / 64."""
+def _dequant_slab_t(w, s, sz, group_size, store_bits, ob0, out_t):  # pragma: no cover - compiled
+    """out_t[i, (ob − ob0)·64 + r] = q · s − s·z: the slab *transposed* (I, rows), so that both
+    the prepacked source (rows in lanes) and the destination are read and written contiguously."""
     _, I, bpc = w.shape
-    nb = out.shape[0] // ROWS
+    nb = out_t.shape[1] // ROWS
+    fields = 8 // store_bits
     mask = np.int32((1 << store_bits) - 1)
-    for b in prange(nb):
-        ob = ob0 + b
-        for i in range(I):
-            g = i // group_size
-            for r in range(ROWS):
-                f = r // bpc
-                byte = np.int32(w[ob, i, r - f * bpc])
-                q = np.int32((byte >> np.int32(f * store_bits)) & mask)
-                out[b * ROWS + r, i] = np.float32(q) * s[ob, g, r] - sz[ob, g, r]
+    for i in prange(I):
+        g = i // group_size
+        dst = out_t[i]
+        for b in range(nb):
+            ob = ob0 + b
+            src = w[ob, i]  # (BPC,)
+            sg = s[ob, g]  # (64,)
+            szg = sz[ob, g]
+            for f in range(fields):
+                shift = np.int32(f * store_bits)
+                for j in range(bpc):
+                    r = f * bpc + j
+                    q = np.int32((np.int32(src[j]) >> shift) & mask)
+                    dst[b * ROWS + r] = np.float32(q) * sg[r] - szg[r]
 
 
 def dequantize_packed(pw: PackedWeightOnly) -> np.ndarray:
@@ -216,9 +223,9 @@ def dequantize_packed(pw: PackedWeightOnly) -> np.ndarray:
            [1., 2., 1., 2.]], dtype=float32)
     """
     NB = pw.w.shape[0]
-    out = np.empty((NB * ROWS, pw.in_features), np.float32)
-    _dequant_slab(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, 0, out)
-    return out[: pw.out_features]
+    out_t = np.empty((pw.in_features, NB * ROWS), np.float32)
+    _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, 0, out_t)
+    return np.ascontiguousarray(out_t[:, : pw.out_features].T)
 
 
 def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
@@ -243,12 +250,13 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
     if T > DEQUANT_MIN_TOKENS:
         y = np.empty((T, NB * ROWS), np.float32)
         rows = min(_SLAB_ROWS, NB * ROWS)
-        slab = np.empty((rows, I), np.float32)
+        slab_t = np.empty((I, rows), np.float32)
         for r0 in range(0, NB * ROWS, rows):
             n = min(rows, NB * ROWS - r0)
-            _dequant_slab(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits,
-                          r0 // ROWS, slab[:n])  # fmt: skip
-            y[:, r0 : r0 + n] = x @ slab[:n].T  # (T, I) @ (I, n) BLAS
+            st = slab_t if n == rows else np.empty((I, n), np.float32)
+            _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits,
+                            r0 // ROWS, st)  # fmt: skip
+            y[:, r0 : r0 + n] = x @ st  # (T, I) @ (I, n) BLAS
         return y[:, : pw.out_features]
     xs = x.reshape(T, I // pw.group_size, pw.group_size).sum(axis=2, dtype=np.float32)  # (T, G)
     y = np.empty((T, NB * ROWS), np.float32)
