@@ -7,7 +7,7 @@ Both kernel families compute the u8 × s8 form (see ``vnni`` for the trick):
 
 * ``portable``: plain Numba loops over a 4 × 4 register tile with int32 accumulators; LLVM
   vectorizes the k loop with 16-bit multiply-adds (``vpmaddwd``/``vpdpwssd``) — any CPU.
-* ``vnni``: the same tiles with the loop body written in LLVM IR around ``vpdpbusd`` (64 u8 × s8
+* ``vnni``: 6 × 4 tiles with the loop body written in LLVM IR around ``vpdpbusd`` (64 u8 × s8
   multiply-adds per instruction) — AVX512-VNNI CPUs only.
 
 ``kernels=None`` picks ``vnni.default_kernels()`` (CPU feature, overridable with the
@@ -17,8 +17,9 @@ W8A8 stores its int8 weights as u = q_w + 128 — exactly the unsigned codes a s
 QTensor holds — so the weight needs no conversion at run time (``prepack_w8a8``); the activation
 codes come from ``reference.quantize_per_token``, so both paths see identical integers.
 
-Loop order (both families): output columns n in slabs of 64 weight rows (64·K bytes stay in L2),
-split across threads; inside a slab, 4 activation rows × 4 weight rows per tile, K innermost.
+Loop order (both families): output columns n in slabs of 128 weight rows (128·K bytes stay in
+L2), split across threads; inside a slab, a register tile of activation rows × weight rows
+(portable 4 × 4, VNNI 6 × 4), K innermost.
 Refs: Goto & van de Geijn 2008 (register/cache blocking); Jacob et al. 2018 (integer-only
 inference, int32 accumulation); Xiao et al. 2023 "SmoothQuant" (W8A8 scales).
 Shape legend: M activation rows (tokens T), N weight rows (out features O), K in features.
@@ -39,8 +40,8 @@ from .vnni import (
     default_kernels,
     tile_1x1,
     tile_1x4,
-    tile_4x1,
-    tile_4x4,
+    tile_6x1,
+    tile_6x4,
 )
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "w8a8_packed_linear",
 ]
 
-_SLAB = 64  # weight rows per parallel work item
+_SLAB = 128  # weight rows per parallel work item (128 · K bytes: L2-resident)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,20 +148,20 @@ def _raw_vnni(s, u, c):  # pragma: no cover - compiled
     for sl in prange(n_slabs):
         n0 = sl * _SLAB
         n1 = min(N, n0 + _SLAB)
-        tile = np.empty(16, np.int32)
+        tile = np.empty(24, np.int32)
         tp = tile.ctypes.data
         m = 0
         while m < M:
-            mr = 4 if M - m >= 4 else 1
+            mr = 6 if M - m >= 6 else 1
             sp = s.ctypes.data + m * K
             n = n0
             while n < n1:
                 nr = 4 if n1 - n >= 4 else 1
                 up = u.ctypes.data + n * K
-                if mr == 4 and nr == 4:
-                    tile_4x4(up, K, sp, K, kb, tp)
-                elif mr == 4:
-                    tile_4x1(up, K, sp, K, kb, tp)
+                if mr == 6 and nr == 4:
+                    tile_6x4(up, K, sp, K, kb, tp)
+                elif mr == 6:
+                    tile_6x1(up, K, sp, K, kb, tp)
                 elif nr == 4:
                     tile_1x4(up, K, sp, K, kb, tp)
                 else:

@@ -180,10 +180,11 @@ def _make_tile(mr: int, nr: int):
     return tile
 
 
-# The tiles the GEMM driver uses: a 4×4 register block for the bulk, edge tiles for the rest.
-TILE_MR, TILE_NR = 4, 4
-tile_4x4 = _make_tile(4, 4)
+# The tiles the GEMM driver uses: 6 activation rows × 4 weight rows for the bulk (24 accumulators
+# + 4 weight vectors + 1 activation vector = 29 of the 32 zmm registers), edge tiles for the rest.
+TILE_MR, TILE_NR = 6, 4
+tile_6x4 = _make_tile(6, 4)
 tile_1x4 = _make_tile(1, 4)
-tile_4x1 = _make_tile(4, 1)
+tile_6x1 = _make_tile(6, 1)
 tile_1x1 = _make_tile(1, 1)
 VEC_BYTES = _VEC_BYTES
