@@ -143,3 +143,14 @@ def test_bad_group_size_is_a_clear_value_error():
     W, H = correlated_problem(13)
     with pytest.raises(ValueError, match="does not divide"):
         gptq_quantize(W, H, group_size=48)
+
+
+def test_float16_scales_are_used_for_the_codes_so_the_stored_tensor_is_exact():
+    from tinyquant.algos.gptq import to_qtensor
+
+    W, H = correlated_problem(14)
+    r = gptq_quantize(W, H, bits=2, group_size=16, scale_dtype="float16")
+    np.testing.assert_array_equal(r.scale, r.scale.astype(np.float16).astype(np.float32))
+    qt = to_qtensor(r)
+    assert qt.scale.dtype == np.float16
+    np.testing.assert_array_equal(qt.dequantize(), r.weight)

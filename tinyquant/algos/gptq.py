@@ -47,7 +47,7 @@ class GPTQResult:
     """
 
     codes: np.ndarray  # (O, I) uint8, in [0, 2^bits − 1]
-    scale: np.ndarray  # (O, G) float32
+    scale: np.ndarray  # (O, G) float32 (float16-representable with scale_dtype="float16")
     zero: np.ndarray  # (O, G) float32 (integer-valued)
     g_idx: np.ndarray  # (I,) int32: the group of each column
     losses: np.ndarray  # (I,) float64: Σ_rows (w − q)² / U_ii² / 2 per column
@@ -56,6 +56,7 @@ class GPTQResult:
     group_size: int | None  # None = per-channel (one group of I columns)
     perm: np.ndarray | None  # (I,) processing order when act_order, else None
     damp: float  # the relative damping finally used (after any retries)
+    scale_dtype: str = "float32"  # how the scales are stored
 
 
 def _inverse_cholesky(A: np.ndarray) -> np.ndarray:
@@ -142,11 +143,14 @@ def gptq_quantize(
     chunk: int = 128,
     mse: bool = False,
     group_params_from: Literal["current", "chunk_start"] = "current",
+    scale_dtype: Literal["float32", "float16"] = "float32",
 ) -> GPTQResult:
     """Quantize W (O, I) with GPTQ given the layer Hessian H = 2XᵀX/N (I, I).
 
     ``group_size=None`` is per-channel. ``mse=True`` chooses each group's (scale, zero) by the
     reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
+    ``scale_dtype="float16"`` rounds each scale to float16 *before* its codes are chosen (as
+    stored by GPTQ/AutoGPTQ checkpoints), so codes and stored scales agree exactly.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(256, 16)) @ rng.normal(size=(16, 16))
@@ -170,8 +174,12 @@ def gptq_quantize(
     maxq = 2**bits - 1
     fit = mse_qparams if mse else minmax_qparams
 
+    if scale_dtype not in ("float32", "float16"):
+        raise ValueError(f"scale_dtype must be 'float32' or 'float16', got {scale_dtype!r}")
+
     def qparams(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
+        s, z = fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
+        return s.astype(scale_dtype).astype(np.float32), z
 
     # 1) dead inputs: a column nobody excites is set to zero and made harmless in H
     dead = np.diag(H) == 0
@@ -261,6 +269,7 @@ def gptq_quantize(
         group_size=group_size,
         perm=perm if act_order else None,
         damp=damp_used,
+        scale_dtype=scale_dtype,
     )
 
 
@@ -286,6 +295,10 @@ def to_qtensor(r: GPTQResult) -> QTensor:
     >>> qt = to_qtensor(r)
     >>> qt.bits_per_weight, bool(np.array_equal(qt.dequantize(), r.weight))
     (6.5, True)
+    >>> r16 = gptq_quantize(W, np.eye(32), bits=2, group_size=16, scale_dtype="float16")
+    >>> qt16 = to_qtensor(r16)   # 2 bits + (16-bit scale + 8-bit zero) / 16
+    >>> qt16.bits_per_weight, bool(np.array_equal(qt16.dequantize(), r16.weight))
+    (3.5, True)
     """
     O, I = r.codes.shape
     g = I if r.group_size is None else r.group_size
@@ -295,5 +308,5 @@ def to_qtensor(r: GPTQResult) -> QTensor:
             "per-channel) to get a QTensor, or use result.weight on the fake-quant path"
         )
     f = get_format(f"uint{r.bits}")
-    return QTensor(pack(r.codes, f.storage_bits), r.scale.astype(np.float32),
+    return QTensor(pack(r.codes, f.storage_bits), r.scale.astype(r.scale_dtype),
                    r.zero.astype(np.uint8), f, (1, g), (O, I))  # fmt: skip
