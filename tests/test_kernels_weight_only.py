@@ -95,7 +95,7 @@ def test_reference_runs_qtensors_from_the_quantization_core(fmt):
 def test_many_tokens_take_the_dequantize_then_blas_path_and_still_match():
     rng = np.random.default_rng(5)
     T = weight_only.DEQUANT_MIN_TOKENS + 3
-    x, p, s, z = _problem(rng, T, 600, 128, 128, 4)  # 600 rows: more than one slab of 512
+    x, p, s, z = _problem(rng, T, 600, 128, 128, 4)  # 600 rows: not a multiple of 64
     y = weight_only.w4a16_linear(x, p, s, z, 128)
     assert np.all(
         np.abs(y - reference.w4a16_linear(x, p, s, z, 128)) <= _tolerance(x, p, s, z, 128, 4)

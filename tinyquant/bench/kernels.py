@@ -71,10 +71,11 @@ def _par_sum(a):  # pragma: no cover - compiled
     return s
 
 
-def bandwidth(quick: bool) -> list[dict]:
+def bandwidth(quick: bool, n: int | None = None) -> list[dict]:
     """Read bandwidth (GB/s) of a big float32 array: NumPy sum, Numba parallel sum, copy."""
     rows: list[dict] = []
-    n = (1 << 24) if quick else (1 << 28)  # 64 MiB or 1 GiB
+    if n is None:
+        n = (1 << 24) if quick else (1 << 28)  # 64 MiB or 1 GiB
     a = np.ones(n, np.float32)
     b = np.empty_like(a)
     reps = 3 if quick else 5
@@ -90,13 +91,14 @@ def bandwidth(quick: bool) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # 2) GEMM
 # ---------------------------------------------------------------------------------------------
-def gemm(quick: bool) -> list[dict]:
+def gemm(quick: bool, shapes: list[tuple[int, int, int]] | None = None) -> list[dict]:
     """int8 GEMM C = A Bᵀ: portable and VNNI kernels vs fp32 BLAS and NumPy's int matmul."""
     from tinyquant.kernels import has_vnni, int8_matmul
 
     rows: list[dict] = []
     rng = np.random.default_rng(0)
-    shapes = [(256, 256, 256)] if quick else GEMM_SHAPES
+    if shapes is None:
+        shapes = [(256, 256, 256)] if quick else GEMM_SHAPES
     kinds = ["portable"] + (["vnni"] if has_vnni() else [])
     for M, K, N in shapes:
         a = rng.integers(-127, 128, (M, K), dtype=np.int8)
@@ -189,15 +191,26 @@ def _step(fmt: str, blocks: list, xd: np.ndarray, xf: np.ndarray, kernels: str |
     return run
 
 
-def decode(quick: bool) -> list[dict]:
-    """FP32 BLAS vs W8A16, W8A8, W4A16, W2A16 on 7B-shaped blocks at batch 1, 8, 128."""
+def decode(
+    quick: bool,
+    d: int | None = None,
+    f: int | None = None,
+    target: float | None = None,
+    batches: list[int] | None = None,
+) -> list[dict]:
+    """FP32 BLAS vs W8A16, W8A8, W4A16, W2A16 on 7B-shaped blocks at batch 1, 8, 128.
+
+    ``d``, ``f`` (block widths), ``target`` (bytes of weights per format) and ``batches``
+    override the defaults (notebook 05 runs a reduced block).
+    """
     from tinyquant.kernels import has_vnni
 
     rows: list[dict] = []
     rng = np.random.default_rng(0)
-    d, f = (1024, 2816) if quick else (D_MODEL, D_FF)
-    target = 0.1e9 if quick else DECODE_BYTES
-    batches = [1, 8] if quick else [1, 8, 128]
+    d = d or (1024 if quick else D_MODEL)
+    f = f or (2816 if quick else D_FF)
+    target = target or (0.1e9 if quick else DECODE_BYTES)
+    batches = batches or ([1, 8] if quick else [1, 8, 128])
     formats = [("fp32", None), ("w8a16", None), ("w8a8", "portable")]
     if has_vnni():
         formats.append(("w8a8", "vnni"))
@@ -213,7 +226,7 @@ def decode(quick: bool) -> list[dict]:
         blocks, nbytes = cache[fmt]
         name = fmt if kernels is None else f"{fmt}_{kernels}"
         for T in batches:
-            use = blocks if T <= 8 else blocks[:2]  # T = 128 is compute-bound: 2 copies suffice
+            use = blocks if T <= 8 else blocks[:2]  # many tokens: compute-bound, 2 copies suffice
             xd = rng.standard_normal((T, d), dtype=np.float32)
             xf = rng.standard_normal((T, f), dtype=np.float32)
             reps = 3 if (quick or T > 8) else 7
@@ -230,22 +243,23 @@ def decode(quick: bool) -> list[dict]:
     return rows
 
 
-def dequant_then_matmul(quick: bool) -> list[dict]:
+def dequant_then_matmul(quick: bool, O: int | None = None, I: int | None = None) -> list[dict]:
     """What "dequantize the whole weight, then BLAS" costs per token, vs the fused W4A16 kernel."""
-    from tinyquant.kernels import dequantize_packed, packed_linear, prepack
+    from tinyquant.kernels import dequantize_packed_t, packed_linear, prepack
 
     rows: list[dict] = []
     rng = np.random.default_rng(1)
-    O, I = (2816, 1024) if quick else (D_FF, D_MODEL)
+    O = O or (2816 if quick else D_FF)
+    I = I or (1024 if quick else D_MODEL)
     packed = rng.integers(0, 256, (O, I // 2), dtype=np.uint8)
     scale = rng.random((O, I // GROUP), dtype=np.float32)
     zero = np.full((O, I // GROUP), 8, np.float32)
     pw = prepack(packed, scale, zero, GROUP, 4)
     x = rng.standard_normal((1, I), dtype=np.float32)
-    w = dequantize_packed(pw)
+    w = np.ascontiguousarray(dequantize_packed_t(pw)[:, :O].T)  # (O, I) float32
     base = time_it(lambda: x @ w.T, repeats=7)
     _emit(rows, _row("gemv_fp32_blas", (1, I, O), *base, nbytes=w.nbytes))
-    med, best = time_it(lambda: x @ dequantize_packed(pw).T, repeats=5)
+    med, best = time_it(lambda: x @ dequantize_packed_t(pw), repeats=5)
     _emit(rows, _row("w4a16_dequant_then_blas", (1, I, O), med, best, "fp32 BLAS", base))
     med, best = time_it(lambda: packed_linear(x, pw), repeats=7)
     _emit(rows, _row("w4a16_fused", (1, I, O), med, best, "fp32 BLAS", base, nbytes=pw.nbytes))

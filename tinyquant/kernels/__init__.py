@@ -20,6 +20,7 @@ from .vnni import default_kernels, has_vnni
 from .weight_only import (
     PackedWeightOnly,
     dequantize_packed,
+    dequantize_packed_t,
     packed_linear,
     prepack,
     w2a16_linear,
@@ -34,6 +35,7 @@ __all__ = [
     "PackedWeightOnly",
     "default_kernels",
     "dequantize_packed",
+    "dequantize_packed_t",
     "has_vnni",
     "int8_matmul",
     "matmul_u8s8",

@@ -53,6 +53,7 @@ __all__ = [
     "prepack",
     "packed_linear",
     "dequantize_packed",
+    "dequantize_packed_t",
     "weight_only_linear",
     "w8a16_linear",
     "w4a16_linear",
@@ -63,7 +64,7 @@ __all__ = [
 # Above this many tokens, dequantize slabs to float32 and use BLAS (compute-bound regime).
 DEQUANT_MIN_TOKENS = 16
 _STORE_BITS = {8: 8, 4: 4, 3: 4, 2: 2}  # 3-bit codes live in the 4-bit layout
-_SLAB_ROWS = 512  # rows dequantized at once on the BLAS path (8 MiB at I = 4096)
+_SLAB_ELEMS = 1 << 26  # weights dequantized at once on the BLAS path (256 MiB of float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,6 +214,27 @@ def _dequant_slab_t(w, s, sz, group_size, store_bits, ob0, out_t):  # pragma: no
                     dst[b * ROWS + r] = np.float32(q) * sg[r] - szg[r]
 
 
+def dequantize_packed_t(pw: PackedWeightOnly, r0: int = 0, n: int | None = None) -> np.ndarray:
+    """Rows r0 … r0 + n (multiples of 64) of the weight, dequantized and *transposed*: (I, n).
+
+    The transposed form is what the kernel writes contiguously and what BLAS consumes as is
+    (y = x @ Wᵀ-slab).
+
+    >>> pw = prepack(np.full((2, 32), 0x21, np.uint8), np.ones((2, 1), np.float32),
+    ...              np.zeros((2, 1), np.float32), 64, 4)
+    >>> dequantize_packed_t(pw).shape
+    (64, 64)
+    """
+    total = pw.w.shape[0] * ROWS
+    n = total - r0 if n is None else n
+    if r0 % ROWS or n % ROWS or not 0 <= r0 < r0 + n <= total:
+        raise ValueError(f"rows [{r0}, {r0 + n}) must be multiples of {ROWS} within {total}")
+    out_t = np.empty((pw.in_features, n), np.float32)
+    _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, r0 // ROWS,
+                    out_t)  # fmt: skip
+    return out_t
+
+
 def dequantize_packed(pw: PackedWeightOnly) -> np.ndarray:
     """The float32 weight (O, I) a prepacked weight stands for (same values as the reference).
 
@@ -222,10 +244,7 @@ def dequantize_packed(pw: PackedWeightOnly) -> np.ndarray:
     array([[1., 2., 1., 2.],
            [1., 2., 1., 2.]], dtype=float32)
     """
-    NB = pw.w.shape[0]
-    out_t = np.empty((pw.in_features, NB * ROWS), np.float32)
-    _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, 0, out_t)
-    return np.ascontiguousarray(out_t[:, : pw.out_features].T)
+    return np.ascontiguousarray(dequantize_packed_t(pw)[:, : pw.out_features].T)
 
 
 def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
@@ -248,15 +267,13 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
         raise ValueError(f"x has {I} features but the weight expects {pw.in_features}")
     NB = pw.w.shape[0]
     if T > DEQUANT_MIN_TOKENS:
+        # dequantize (Numba threads) then one BLAS GEMM per slab: few switches between the two
+        # thread pools, which contend badly on a small machine
         y = np.empty((T, NB * ROWS), np.float32)
-        rows = min(_SLAB_ROWS, NB * ROWS)
-        slab_t = np.empty((I, rows), np.float32)
+        rows = max(ROWS, min(NB * ROWS, _SLAB_ELEMS // I // ROWS * ROWS))
         for r0 in range(0, NB * ROWS, rows):
             n = min(rows, NB * ROWS - r0)
-            st = slab_t if n == rows else np.empty((I, n), np.float32)
-            _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits,
-                            r0 // ROWS, st)  # fmt: skip
-            y[:, r0 : r0 + n] = x @ st  # (T, I) @ (I, n) BLAS
+            y[:, r0 : r0 + n] = x @ dequantize_packed_t(pw, r0, n)  # (T, I) @ (I, n) BLAS
         return y[:, : pw.out_features]
     xs = x.reshape(T, I // pw.group_size, pw.group_size).sum(axis=2, dtype=np.float32)  # (T, G)
     y = np.empty((T, NB * ROWS), np.float32)
