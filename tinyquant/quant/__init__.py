@@ -18,6 +18,7 @@ from .affine import (
 from .codebook import encode_codebook, from_bnb_bytes, quantize_codebook, to_bnb_bytes
 from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
+from .gguf_blocks import GGUF_BLOCK_BYTES, dequantize_gguf, quantize_gguf
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
 from .observers import (
     OBSERVERS,
@@ -38,6 +39,7 @@ __all__ = [
     "FLOAT_FORMATS",
     "FORMATS",
     "Format",
+    "GGUF_BLOCK_BYTES",
     "KLObserver",
     "MSEObserver",
     "MinMaxObserver",
@@ -53,6 +55,7 @@ __all__ = [
     "code_dtype",
     "dequantize",
     "decode",
+    "dequantize_gguf",
     "dynamic_fake_quantize",
     "dynamic_quantize",
     "encode",
@@ -71,6 +74,7 @@ __all__ = [
     "qparams_from_range",
     "quantize",
     "quantize_codebook",
+    "quantize_gguf",
     "quantize_tensor",
     "round_to_format",
     "split_fields",

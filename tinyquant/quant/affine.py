@@ -27,9 +27,10 @@ How the reference implementations choose (scale, zero) — they disagree; we off
 
 Where we deliberately differ from PyTorch: PyTorch clamps scale to float32 eps; we only replace
 scales below the smallest normal float32 (2⁻¹²⁶) by it, so tiny tensors keep their resolution.
-A *constant* block (all values c) gets scale |c| (1 for c = 0; no floor) and codes ±1 (or zero),
-so that it reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one ulp. PyTorch
-computes x·(1/scale); we compute x/scale (IEEE division), which can differ at exact ties.
+A *constant* block (all values c) gets scale |c| (1 for c = 0; no floor) and codes ±1 (or
+zero), so that it reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one
+ulp. PyTorch computes x·(1/scale); we compute x/scale (IEEE division), which can differ at exact
+ties.
 
 Dtypes: x is cast to float32; scale is float32; zero is int32 (integer-valued; GPTQ's symmetric
 zero (maxq+1)/2 is an integer too); codes are int8 for signed formats and uint8 for unsigned.

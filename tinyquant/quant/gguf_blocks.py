@@ -1,0 +1,134 @@
+"""llama.cpp's legacy block formats Q8_0, Q4_0, Q4_1: affine quantization in blocks of 32 weights.
+
+Each is our affine quantizer with block (1, 32) and an FP16 scale — with llama.cpp's own rounding:
+
+    Q8_0 (34 B per 32 = 8.5 bpw)  d = amax / 127    q = roundf(x·(1/d))               x̂ = q·d
+    Q4_0 (18 B per 32 = 4.5 bpw)  d = max / −8      q = min(15, trunc(x·(1/d) + 8.5))  x̂ = (q − 8)·d
+    Q4_1 (20 B per 32 = 5.0 bpw)  d = (max − min) / 15, m = min
+                                  q = min(15, trunc((x − m)·(1/d) + 0.5))             x̂ = q·d + m
+
+``max`` in Q4_0 is the *signed* value of the element with the largest |x| (the first on ties), so
+that element maps exactly to code 0 (value −8·d); the grid is asymmetric around it. ``roundf``
+rounds half away from zero (C's roundf), unlike the half-to-even of affine.py. Codes are computed
+with the float32 d; the stored d (and m) are rounded to FP16 (floats.encode). An all-zero block
+stores d = ±0 and decodes to zeros. (A block whose float32 d is subnormal makes ggml's 1/d
+overflow and its float→int cast undefined; we clip such codes to [0, 15] and do not claim a
+match.) Where these differ from affine.py: the rounding rule, x·(1/d)
+instead of x/d, and Q4_0's signed-max scale — which is why they live in their own module.
+
+Byte layout of one block (little-endian), j = 0…15:
+    Q8_0   [ d : fp16 ][ q0 … q31 : int8 ]
+    Q4_0   [ d : fp16 ][ byte j = q[j] (low nibble) | q[j+16] << 4 (high nibble) ]
+    Q4_1   [ d : fp16 ][ m : fp16 ][ byte j = q[j] | q[j+16] << 4 ]
+(Note the nibble order: element j and j+16 share a byte — not pack.py's 2k / 2k+1.)
+
+Byte-identical to the ``gguf`` package (llama.cpp's gguf-py, itself bit-exact with ggml-quants.c);
+a test proves it. Refs: ggml-quants.c quantize_row_q8_0_ref / q4_0_ref / q4_1_ref.
+Shape legend: x (…, n), n a multiple of 32; blocks (…, n/32, 32); bytes (…, n/32 · block bytes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .affine import _as_float32
+from .floats import decode, encode
+
+__all__ = ["GGUF_BLOCK_BYTES", "quantize_gguf", "dequantize_gguf", "roundf"]
+
+QK = 32  # weights per block
+GGUF_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
+
+
+def roundf(v: np.ndarray) -> np.ndarray:
+    """C's roundf: round half away from zero (exact for float32; 0.49999997 → 0, not 1).
+
+    >>> roundf(np.array([0.5, 1.5, 2.5, -0.5, 0.49999997], np.float32)).tolist()
+    [1.0, 2.0, 3.0, -1.0, 0.0]
+    """
+    a = np.abs(v)
+    f = np.floor(a)
+    return np.sign(v) * (f + (a - f >= 0.5))  # a − f is exact in float32
+
+
+def _blocks(x: np.ndarray, kind: str) -> np.ndarray:
+    if kind not in GGUF_BLOCK_BYTES:
+        raise ValueError(f"unknown gguf block type {kind!r}; choose from {list(GGUF_BLOCK_BYTES)}")
+    x = _as_float32(x)
+    n = x.shape[-1]
+    if n % QK:
+        raise ValueError(f"last dimension {n} is not a multiple of {QK}; pad it to {n + (-n) % QK}")
+    return x.reshape(*x.shape[:-1], n // QK, QK)  # (…, nb, 32)
+
+
+def _fp16_bytes(v: np.ndarray) -> np.ndarray:
+    """float32 (…, nb, 1) → its FP16 bits as two little-endian bytes (…, nb, 2)."""
+    bits = encode(v[..., 0], "fp16")  # (…, nb) uint16
+    return np.stack([bits & 0xFF, bits >> 8], axis=-1).astype(np.uint8)
+
+
+def _inverse(d: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+
+
+def _nibbles(q: np.ndarray) -> np.ndarray:
+    """(…, nb, 32) codes in [0, 15] → (…, nb, 16) bytes: q[j] low nibble, q[j+16] high nibble."""
+    q = q.astype(np.uint8)
+    return q[..., :16] | (q[..., 16:] << 4)
+
+
+def quantize_gguf(x: np.ndarray, kind: str = "q8_0") -> np.ndarray:
+    """Quantize rows of ``x`` to llama.cpp's block bytes (uint8, (…, n/32 · block bytes)).
+
+    >>> x = np.linspace(-1, 1, 32, dtype=np.float32)[None]
+    >>> b = quantize_gguf(x, "q4_0")
+    >>> b.shape, float(dequantize_gguf(b, "q4_0", 32)[0, 0])    # the max-|x| element is exact
+    ((1, 18), -1.0)
+    """
+    xb = _blocks(x, kind)
+    lead = xb.shape[:-2]
+    if kind == "q8_0":
+        d = (np.abs(xb).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
+        q = roundf(xb * _inverse(d)).astype(np.int8).view(np.uint8)  # (…, nb, 32)
+        out = np.concatenate([_fp16_bytes(d), q], axis=-1)
+    elif kind == "q4_0":
+        imax = np.abs(xb).argmax(axis=-1)[..., None]  # first largest |x|
+        d = (np.take_along_axis(xb, imax, axis=-1) / np.float32(-8)).astype(np.float32)
+        q = np.trunc(xb * _inverse(d) + np.float32(8.5)).astype(np.float32)
+        out = np.concatenate([_fp16_bytes(d), _nibbles(np.clip(q, 0, 15))], axis=-1)
+    else:  # q4_1
+        lo = xb.min(axis=-1, keepdims=True)
+        d = ((xb.max(axis=-1, keepdims=True) - lo) / np.float32(15)).astype(np.float32)
+        q = np.trunc((xb - lo) * _inverse(d) + np.float32(0.5)).astype(np.float32)
+        out = np.concatenate([_fp16_bytes(d), _fp16_bytes(lo), _nibbles(np.clip(q, 0, 15))], -1)
+    return out.reshape(*lead, -1)
+
+
+def dequantize_gguf(data: np.ndarray, kind: str, n: int) -> np.ndarray:
+    """Block bytes → float32 values (…, n).
+
+    >>> x = np.arange(32, dtype=np.float32)[None] / 31
+    >>> float(np.abs(dequantize_gguf(quantize_gguf(x, "q8_0"), "q8_0", 32) - x).max()) < 1 / 254
+    True
+    """
+    if kind not in GGUF_BLOCK_BYTES:
+        raise ValueError(f"unknown gguf block type {kind!r}; choose from {list(GGUF_BLOCK_BYTES)}")
+    data = np.asarray(data)
+    size = GGUF_BLOCK_BYTES[kind]
+    if data.dtype != np.uint8 or n % QK or data.shape[-1] != n // QK * size:
+        raise ValueError(
+            f"{kind}: {n} values need uint8 rows of {n // QK * size} bytes, "
+            f"got {data.dtype} {data.shape}"
+        )
+    blk = data.reshape(*data.shape[:-1], n // QK, size).astype(np.uint16)  # (…, nb, bytes)
+    d = decode(blk[..., 0] | (blk[..., 1] << 8), "fp16")[..., None]  # (…, nb, 1)
+    if kind == "q8_0":
+        q = blk[..., 2:].astype(np.uint8).view(np.int8).astype(np.float32)
+        return (q * d).reshape(*data.shape[:-1], n)
+    body = blk[..., 4:] if kind == "q4_1" else blk[..., 2:]  # (…, nb, 16)
+    q = np.concatenate([body & 0xF, body >> 4], axis=-1).astype(np.float32)  # (…, nb, 32)
+    if kind == "q4_0":
+        return ((q - 8) * d).reshape(*data.shape[:-1], n)
+    m = decode(blk[..., 2] | (blk[..., 3] << 8), "fp16")[..., None]
+    return (q * d + m).reshape(*data.shape[:-1], n)
