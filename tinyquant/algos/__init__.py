@@ -15,6 +15,7 @@ from .awq import (
     apply_clip,
     awq_block,
     awq_fake_quantize,
+    awq_model,
     awq_quantize_tensor,
     fold_scales,
     search_clip,
@@ -39,7 +40,13 @@ from .rotate import (
     rotate_weight,
 )
 from .rtn import rtn_fake_quantize, rtn_quantize
-from .smoothquant import apply_smoothing, search_alpha, smooth_scales, static_act_scale
+from .smoothquant import (
+    apply_smoothing,
+    search_alpha,
+    smooth_model,
+    smooth_scales,
+    static_act_scale,
+)
 
 __all__ = [
     "ALPHAS",
@@ -54,6 +61,7 @@ __all__ = [
     "apply_smoothing",
     "awq_block",
     "awq_fake_quantize",
+    "awq_model",
     "awq_quantize_tensor",
     "calibrate_sequential",
     "collect_stats",
@@ -72,6 +80,7 @@ __all__ = [
     "search_alpha",
     "search_clip",
     "search_scale",
+    "smooth_model",
     "smooth_scales",
     "static_act_scale",
     "to_qtensor",

@@ -284,3 +284,39 @@ def fold_scales(
         mul("ffn_up.weight", 1 / s_down, rows=True)  # silu(g)·u is linear in u
         mul("ffn_down.weight", s_down)
     return out
+
+
+def awq_model(
+    params: dict,
+    cfg: Config,
+    tokens: np.ndarray,
+    bits: int = 4,
+    group_size: int | None = 128,
+    clip: bool = True,
+    batch_size: int = 8,
+) -> tuple[dict, dict[int, AWQLayerReport]]:
+    """AWQ on every block, each block's input from the FP model (as the reference does).
+
+    Returns (float params with the scales folded in and the weights clipped, report per block);
+    quantize the block Linears of the result with ``awq_quantize_tensor`` (or any weight
+    quantizer on the same grid). ``tokens`` (B, T): the reference uses 128 × 512; 16 × 256 runs
+    in seconds here.
+
+    >>> from tinyquant.llm.model import init_params
+    >>> cfg = Config(d_model=64, n_layers=1, n_heads=2, d_ff=128, context=16)
+    >>> p = init_params(cfg, seed=0)
+    >>> q, rep = awq_model(p, cfg, np.zeros((2, 8), np.int64), bits=4, group_size=64)
+    >>> sorted(rep[0].alphas), q["blk.0.attn_norm.weight"].shape
+    (['down', 'gate_up', 'o', 'qkv'], (64,))
+    """
+    from tinyquant.llm.model import embed
+
+    tokens = np.asarray(tokens)
+    x = np.concatenate([embed(params, tokens[b : b + batch_size])
+                        for b in range(0, len(tokens), batch_size)])  # fmt: skip
+    out, reports = dict(params), {}
+    for i in range(cfg.n_layers):
+        upd, reports[i] = awq_block(params, cfg, i, x, bits, group_size, clip)
+        x = block(params, cfg, i, x)  # the FP block's output feeds the next block
+        out.update(upd)
+    return out, reports

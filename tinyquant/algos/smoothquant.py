@@ -130,3 +130,26 @@ def static_act_scale(act_max_tensor: float, qmax: int = 127) -> float:
     if not act_max_tensor > 0:
         raise ValueError("the calibrated activation max must be > 0; calibrate on real text")
     return float(act_max_tensor) / qmax
+
+
+def smooth_model(params: dict, cfg, act_max: dict, alpha: float | dict = 0.5) -> dict:
+    """SmoothQuant on every block: returns new params with all scales folded (exact in FP).
+
+    ``act_max[name]`` is max|X| per input channel of Linear ``name`` (``collect_stats(...)
+    [name].max_abs``); ``alpha`` is one value or {(block, norm): α} from ``search_alpha``.
+
+    >>> from tinyquant.llm.model import Config, init_params
+    >>> cfg = Config.tiny(); p = init_params(cfg, seed=0)
+    >>> am = {f"blk.{i}.{n}.weight": np.ones(cfg.d_model) for i in range(2)
+    ...       for n in ("attn_q", "ffn_gate")}
+    >>> sorted(k for k, v in smooth_model(p, cfg, am).items() if v is not p[k])[:2]
+    ['blk.0.attn_k.weight', 'blk.0.attn_norm.weight']
+    """
+    out = dict(params)
+    for i in range(cfg.n_layers):
+        for norm, lins in SMOOTHED.items():
+            a = alpha[i, norm] if isinstance(alpha, dict) else alpha
+            weights = [params[f"blk.{i}.{n}.weight"] for n in lins]
+            s = smooth_scales(act_max[f"blk.{i}.{lins[0]}.weight"], weights, a)
+            out.update(apply_smoothing(out, i, norm, s))
+    return out
