@@ -155,10 +155,21 @@ class _SampleObserver(Observer):
     def __init__(self, fmt="int8", symmetric=True, convention="restricted") -> None:
         super().__init__(fmt, symmetric, convention, None)
         self._chunks: list[np.ndarray] = []
+        self._range: tuple | None = None  # cached search result, reset by observe()
 
     def observe(self, x: np.ndarray):
         self._chunks.append(self._prepare(x).reshape(-1))
+        self._range = None
         return self
+
+    def range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The chosen range; the search runs once per set of observed values."""
+        if self._range is None:
+            self._range = self._search()
+        return self._range
+
+    def _search(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def values(self) -> np.ndarray:
         """All observed values, concatenated (float32)."""
@@ -183,7 +194,7 @@ class PercentileObserver(_SampleObserver):
             raise ValueError(f"percentile must be in (0, 100], got {percentile}")
         self.percentile = percentile  # e.g. 99.99: clip the top 0.01 %
 
-    def range(self) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self) -> tuple[np.ndarray, np.ndarray]:
         x = self.values()
         if self.symmetric:
             a = np.float32(np.percentile(np.abs(x), self.percentile))
@@ -217,7 +228,7 @@ class MSEObserver(_SampleObserver):
         xq = fake_quantize(x, self.fmt, per_tensor(x.shape), sym, conv, clip_ratio=ratio)
         return float(np.sum((x.astype(np.float64) - xq) ** 2))
 
-    def range(self) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self) -> tuple[np.ndarray, np.ndarray]:
         x = self.values()
         ratios = [1 - i / self.steps for i in range(self.steps)]
         errors = [self.error(r) for r in ratios]
@@ -241,7 +252,7 @@ class KLObserver(_SampleObserver):
         self.bins = bins  # histogram resolution over [0, amax]
         self.divergence: np.ndarray | None = None  # KL per candidate threshold (after range())
 
-    def range(self) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self) -> tuple[np.ndarray, np.ndarray]:
         a = np.abs(self.values())
         amax = float(a.max())
         if amax == 0.0:
