@@ -136,3 +136,8 @@ def test_scale_shape_mismatch_is_rejected():
     x = np.ones((2, 8), np.float32)
     with pytest.raises(ValueError, match="needs"):
         quantize(x, np.ones((2, 2), np.float32), 0, "int8", (1, 8))
+
+
+def test_float64_values_beyond_float32_range_are_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        choose_qparams(np.array([[1e39, 1.0]]), "int8", (1, 2))

@@ -99,6 +99,11 @@ def _as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
         raise ValueError(f"{name} is a 0-d scalar; pass at least a 1-D array (e.g. x[None])")
     with np.errstate(over="ignore"):
         x32 = x.astype(np.float32, copy=False)
+    if x.dtype != np.float32 and np.isfinite(x).all() and not np.isfinite(x32).all():
+        raise ValueError(
+            f"{name} has values beyond the float32 range (|x| > 3.4e38) that become inf when "
+            "cast to float32; rescale x first"
+        )
     check_finite(x32, name)
     return x32
 
