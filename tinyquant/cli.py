@@ -20,6 +20,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tinyquant.compare import CompareConfig, format_table, plot_results, run_compare, to_json
+
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
+    config = CompareConfig.quick() if args.quick else CompareConfig()
+    if args.eval_bytes is not None:
+        config = CompareConfig(**{**config.__dict__, "eval_bytes": args.eval_bytes})
+    rows = run_compare(schemes, config, args.checkpoint, progress=not args.json)
+    if args.json:
+        print(to_json(rows))
+    else:
+        print(format_table(rows))
+    if args.plot:
+        out = plot_results(rows, args.plot)
+        print(f"plot written to {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
     import shlex
@@ -133,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="LLM quantization from scratch in NumPy, on a tiny Shakespeare model.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    from tinyquant.recipes import PRESETS  # light: no kernels compiled at import
+
+    p = sub.add_parser(
+        "compare",
+        help="quantize the shipped model every way; size, perplexity, KL, top-1, speed",
+        description="Quantize the model with every preset (or --schemes) and compare them on "
+        "the same validation bytes. Presets: " + ", ".join(PRESETS),
+    )
+    p.add_argument("--schemes", help="comma-separated presets (default: all)")
+    p.add_argument("--quick", action="store_true", help="few eval bytes and calibration windows")
+    p.add_argument("--eval-bytes", type=int, help="validation bytes scored per scheme")
+    p.add_argument("--json", action="store_true", help="print one JSON list of rows")
+    p.add_argument("--plot", default="compare.png", help="PNG path ('' for none)")
+    p.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped one)")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "bench",

@@ -200,11 +200,12 @@ def decode_tokens_per_s(
 ) -> float:
     """Batch-1 greedy decoding speed with a KV cache (median over ``repeats`` runs).
 
-    Each run prefills ``prompt_len`` bytes, then times ``n_tokens`` single-token steps.
+    Each run prefills ``prompt_len`` bytes, takes one untimed step (kernels warm), then times
+    ``n_tokens`` single-token steps.
     """
-    if prompt_len < 1 or n_tokens < 1 or prompt_len + n_tokens > cfg.context:
+    if prompt_len < 1 or n_tokens < 1 or prompt_len + n_tokens + 1 > cfg.context:
         raise ValueError(
-            f"need 1 <= prompt_len, 1 <= n_tokens and prompt_len + n_tokens <= {cfg.context}; "
+            f"need 1 <= prompt_len, 1 <= n_tokens and prompt_len + n_tokens < {cfg.context}; "
             f"got {prompt_len} and {n_tokens}"
         )
     dtype = params["token_embd.weight"].dtype
@@ -213,6 +214,7 @@ def decode_tokens_per_s(
     for _ in range(repeats):
         cache = new_cache(cfg, 1, dtype)
         nxt = int(forward(params, prompt, cfg, cache=cache)[0, -1].argmax())
+        nxt = int(forward(params, np.array([nxt]), cfg, cache=cache)[0, -1].argmax())  # warm-up
         t0 = time.perf_counter()
         for _ in range(n_tokens):
             nxt = int(forward(params, np.array([nxt]), cfg, cache=cache)[0, -1].argmax())
