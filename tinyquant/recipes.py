@@ -26,10 +26,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tinyquant.algos.calibrate import LINEARS, BlockCalib, calibrate_sequential
+from tinyquant.algos.awq import awq_model, awq_quantize_tensor
+from tinyquant.algos.calibrate import LINEARS, BlockCalib, calibrate_sequential, collect_stats
 from tinyquant.algos.gptq import gptq_quantize, to_qtensor
+from tinyquant.algos.llm_int8 import Int8OutlierLinear
 from tinyquant.algos.rotate import RandomHadamard, RotatedLinear, rotate_hessian, rotate_weight
 from tinyquant.algos.rtn import rtn_quantize
+from tinyquant.algos.smoothquant import smooth_model
 from tinyquant.llm.model import Config
 from tinyquant.qmodel import QuantLinear
 from tinyquant.quant import (
@@ -58,19 +61,22 @@ class Recipe:
     name: str
     weights: str | None = None  # format of the block Linears ("uint4", "int8", "nf4", ...)
     group_size: int | None = None  # weights sharing one (scale, zero) along I; None: per row
+    per_tensor: bool = False  # one scale for the whole weight (SmoothQuant's O1–O3)
     symmetric: bool = False  # symmetric grid, or asymmetric min-max (GPTQ/AWQ's default)
-    method: str = "rtn"  # how codes are chosen: "rtn" or "gptq"
+    method: str = "rtn"  # how codes are chosen: "rtn", "gptq", "awq" or "llm_int8"
     act_order: bool = False  # GPTQ: columns by decreasing diag(H) (static groups)
     mse: bool = False  # GPTQ: each group's grid by a clip search instead of min-max
     rotate: bool = False  # randomized Hadamard on each Linear's input before quantizing
     activations: str | None = None  # None | "per_token" | "per_tensor" | "per_tensor_static"
+    smooth_alpha: float | None = None  # SmoothQuant migration strength before quantizing
+    outlier_threshold: float = 6.0  # LLM.int8(): input features with |x| ≥ this stay float
     cast: str | None = None  # "fp16" / "bf16": round every tensor, no scales
     scale_dtype: str = "float16"  # how integer-recipe scales are stored
     description: str = ""  # one line for tables and --help
 
     def __post_init__(self) -> None:
-        if self.method not in ("rtn", "gptq"):
-            raise ValueError(f"recipe {self.name}: method must be 'rtn' or 'gptq'")
+        if self.method not in METHODS:
+            raise ValueError(f"recipe {self.name}: method must be one of {METHODS}")
         if self.activations not in (None, "per_token", "per_tensor", "per_tensor_static"):
             raise ValueError(f"recipe {self.name}: unknown activations {self.activations!r}")
         if self.cast not in (None, "fp16", "bf16"):
@@ -80,7 +86,14 @@ class Recipe:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.method == "gptq" or self.activations == "per_tensor_static"
+        return (
+            self.method in ("gptq", "awq")
+            or self.activations == "per_tensor_static"
+            or self.smooth_alpha is not None
+        )
+
+
+METHODS = ("rtn", "gptq", "awq", "llm_int8")
 
 
 def _w(name: str, fmt: str, desc: str, **kw) -> Recipe:
@@ -102,6 +115,46 @@ PRESETS: dict[str, Recipe] = {
             symmetric=True,
             activations="per_token",
         ),  # fmt: skip
+        _w(
+            "w8a8-o1",
+            "int8",
+            "SmoothQuant O1 without smoothing: per-tensor W, per-token A",
+            symmetric=True,
+            per_tensor=True,
+            activations="per_token",
+        ),  # fmt: skip
+        _w(
+            "w8a8-o2",
+            "int8",
+            "per-tensor W, per-tensor dynamic A",
+            symmetric=True,
+            per_tensor=True,
+            activations="per_tensor",
+        ),  # fmt: skip
+        _w(
+            "w8a8-o3",
+            "int8",
+            "per-tensor W, per-tensor static A (calibrated)",
+            symmetric=True,
+            per_tensor=True,
+            activations="per_tensor_static",
+        ),  # fmt: skip
+        _w(
+            "w8a8-smoothquant",
+            "int8",
+            "SmoothQuant-O3: α = 0.5 migration, then static W8A8",
+            symmetric=True,
+            per_tensor=True,
+            activations="per_tensor_static",
+            smooth_alpha=0.5,
+        ),  # fmt: skip
+        _w(
+            "llm.int8",
+            "int8",
+            "LLM.int8(): vector-wise int8, |x| ≥ 6 features in float",
+            symmetric=True,
+            method="llm_int8",
+        ),  # fmt: skip
         _w("nf4", "nf4", "QLoRA NormalFloat4, absmax blocks of 64, double-quantized absmax"),
         _w("w4-rtn", "uint4", "4-bit round-to-nearest, one (scale, zero) per row"),
         _w("w4-rtn-g128", "uint4", "4-bit round-to-nearest, groups of 128", group_size=128),
@@ -113,6 +166,13 @@ PRESETS: dict[str, Recipe] = {
             "4-bit GPTQ per row, act-order",
             method="gptq",
             act_order=True,
+        ),  # fmt: skip
+        _w(
+            "w4-awq",
+            "uint4",
+            "4-bit AWQ (activation-aware scales + clip), groups of 128",
+            method="awq",
+            group_size=128,
         ),  # fmt: skip
         _w("w3-rtn", "uint3", "3-bit round-to-nearest per row"),
         _w("w3-gptq", "uint3", "3-bit GPTQ per row", method="gptq"),
@@ -177,6 +237,12 @@ def _quantize_weight(W: np.ndarray, r: Recipe, H: np.ndarray | None) -> QTensor:
     """One Linear weight (O, I) → QTensor by the recipe's method, format and granularity."""
     fmt = get_format(r.weights)
     g = W.shape[1] if r.group_size is None else r.group_size
+    if r.per_tensor:
+        qt = quantize_tensor(W, fmt, W.shape, symmetric=r.symmetric)
+        return _with_scale_dtype(qt, r.scale_dtype)
+    if r.method == "awq":  # W already carries AWQ's folded scales and clipping
+        qt = awq_quantize_tensor(W, fmt.storage_bits, r.group_size)
+        return _with_scale_dtype(qt, r.scale_dtype)
     if r.method == "gptq":
         bits = fmt.storage_bits
         res = gptq_quantize(
@@ -196,40 +262,52 @@ def _quantize_weight(W: np.ndarray, r: Recipe, H: np.ndarray | None) -> QTensor:
 
 
 class ActQuantLinear:
-    """Per-tensor int8 activations in front of a weight-quantized Linear (SmoothQuant O2/O3).
+    """Int8 activations in front of a weight-quantized Linear (SmoothQuant's O1/O2/O3).
 
-    x̂ = s · clamp(round(x / s), −127, 127) with s = amax/127, amax of this batch (dynamic, O2)
-    or frozen from calibration (static, O3); then y = x̂ · Q(W)ᵀ.
+    x̂ = s · clamp(round(x / s), −127, 127), s = amax / 127 with amax taken per token of this
+    batch (``"per_token"``, O1), over the whole batch (``"per_tensor"``, O2), or frozen from
+    calibration (``"per_tensor_static"``, O3); then y = x̂ · Q(W)ᵀ.
     """
 
-    def __init__(self, inner, static_amax: float | None = None) -> None:
-        self.inner, self.static_amax = inner, static_amax
+    def __init__(self, inner, mode: str, static_amax: float | None = None) -> None:
+        if mode == "per_tensor_static" and not (static_amax and static_amax > 0):
+            raise ValueError("static activation quantization needs a calibrated amax > 0")
+        self.inner, self.mode, self.static_amax = inner, mode, static_amax
         self.in_features, self.out_features = inner.in_features, inner.out_features
 
     @property
     def nbytes(self) -> int:
-        return int(self.inner.nbytes + (4 if self.static_amax is not None else 0))
+        return int(self.inner.nbytes + (4 if self.mode == "per_tensor_static" else 0))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        amax = float(np.abs(x).max()) if self.static_amax is None else self.static_amax
-        s = np.float32(max(amax, 1e-12) / 127.0)
+        if self.mode == "per_token":
+            amax = np.abs(x).max(axis=-1, keepdims=True)  # (…, 1)
+        elif self.mode == "per_tensor":
+            amax = np.abs(x).max()
+        else:
+            amax = np.float32(self.static_amax)
+        s = (np.maximum(amax, 1e-12) / 127.0).astype(np.float32)
         x_hat = np.clip(np.round(x / s), -127, 127) * s  # (…, I)
         return self.inner.forward(x_hat.astype(np.float32))
 
 
 def _install(W: np.ndarray, r: Recipe, H: np.ndarray | None, amax: float | None, path: str):
     """The object that replaces weight W in the params dict."""
+    if r.method == "llm_int8":
+        return Int8OutlierLinear(W, threshold=r.outlier_threshold)
     rot = RandomHadamard(W.shape[1], seed=0) if r.rotate else None
     if rot is not None:
         W = rotate_weight(W, rot)
         H = None if H is None else rotate_hessian(H, rot)
     qt = _quantize_weight(W, r, H)
-    act_bits = 8 if r.activations == "per_token" else None
     runs_int = qt.fmt.kind == "int" and qt.block_size[0] == 1
-    ql = QuantLinear(qt, path=path if runs_int else "fake", act_bits=act_bits)
-    if r.activations in ("per_tensor", "per_tensor_static"):
-        ql = ActQuantLinear(ql, amax if r.activations == "per_tensor_static" else None)
+    if r.activations == "per_token" and not r.per_tensor:  # the integer W8A8 kernel's case
+        ql = QuantLinear(qt, path=path, act_bits=8)
+    else:
+        ql = QuantLinear(qt, path=path if runs_int else "fake")
+        if r.activations is not None:
+            ql = ActQuantLinear(ql, r.activations, amax)
     return RotatedLinear(rot, ql) if rot is not None else ql
 
 
@@ -268,6 +346,13 @@ def quantize_model(
         return dict(params)
     if r.needs_calibration and calib_tokens is None:
         raise ValueError(f"recipe {r.name} needs calibration tokens (B, T); pass calib_tokens")
+    if r.smooth_alpha is not None:  # 1) migrate activation outliers into the weights (exact)
+        stats = collect_stats(params, cfg, calib_tokens, hessian=False)
+        act_max = {name: st.max_abs for name, st in stats.items()}
+        params = smooth_model(params, cfg, act_max, r.smooth_alpha)
+    if r.method == "awq":  # 1) search and fold AWQ's scales and clipping (FP block inputs)
+        params, _reports = awq_model(params, cfg, calib_tokens, get_format(r.weights).storage_bits,
+                                     r.group_size)  # fmt: skip
 
     def quantize_group(ctx: BlockCalib) -> dict:
         out = {}
@@ -279,13 +364,13 @@ def quantize_model(
             note(name)
         return out
 
-    if r.needs_calibration:
+    if r.needs_calibration and r.method != "awq":  # 2) sequential: block i sees blocks < i
         return calibrate_sequential(
             params, cfg, calib_tokens, quantize_group, hessian=r.method == "gptq"
         )
     out = dict(params)
     for name in linear_names(cfg):
-        out[name] = _install(params[name], r, None, None, path)
+        out[name] = _install(params[name], r, None, None, path)  # 2) round each weight
         note(name)
     return out
 
