@@ -41,6 +41,8 @@ GEMM_SHAPES = [(512, 512, 512), (2048, 2048, 2048), (128, 4096, 11008)]
 def _emit(rows: list[dict], row: dict) -> None:
     rows.append(row)
     extra = f"  {row['gbps']:.1f} GB/s" if row.get("gbps") else ""
+    if row.get("speedup_vs_numpy_int"):
+        extra += f"  ×{row['speedup_vs_numpy_int']:.0f} vs NumPy int matmul"
     sp = f"  ×{row['speedup']:.2f} vs {row['baseline']}" if row.get("baseline") else ""
     print(
         f"{row['name']:<28} {str(row['shape']):<24} median {row['seconds'] * 1e3:9.2f} ms  "
