@@ -105,6 +105,19 @@ def test_w8a8_kernel_is_bit_identical_to_the_reference(kind, T):
     assert np.array_equal(numba_int.w8a8_linear(x, w, s, kind), reference.w8a8_linear(x, w, s))
 
 
+@pytest.mark.parametrize("packed_for", KINDS)
+@pytest.mark.parametrize("run_with", KINDS)
+def test_w8a8_weight_packed_for_one_family_runs_exactly_on_the_other(packed_for, run_with):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((7, 130), dtype=np.float32)  # K not a multiple of 4, O of 64
+    w = rng.integers(-127, 128, (70, 130), dtype=np.int8)
+    s = rng.random(70, dtype=np.float32)
+    p = numba_int.prepack_w8a8(w, s, packed_for)
+    assert np.array_equal(p.rows(), w.view(np.uint8) ^ np.uint8(0x80))
+    y = numba_int.w8a8_packed_linear(x, p, run_with)
+    assert np.array_equal(y, reference.w8a8_linear(x, w, s))
+
+
 def test_w8a8_is_within_activation_rounding_of_the_float_product():
     # |y − x Ŵᵀ| ≤ Σ_i |x̂_i − x_i| |Ŵ_oi| ≤ (s_x / 2) Σ_i |Ŵ_oi|  (weights already dequantized)
     rng = np.random.default_rng(2)

@@ -174,7 +174,7 @@ class QuantLinear:
         """The kernel's own layout of the weight, built once (load time)."""
         if self._packed is not None:
             return self._packed
-        from tinyquant.kernels import PackedW8A8, prepack
+        from tinyquant.kernels import pack_w8a8_u8, prepack
 
         qt = self.qtensor
         if qt.fmt.kind != "int" or qt.fmt.storage_bits not in (8, 4, 3, 2):
@@ -190,7 +190,8 @@ class QuantLinear:
         scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
         if self.act_bits == 8:
             # a signed int8 QTensor stores u = q + 128: exactly the VNNI operand
-            self._packed = PackedW8A8(np.ascontiguousarray(qt.codes), scale[:, 0].copy())
+            self._packed = pack_w8a8_u8(np.ascontiguousarray(qt.codes), scale[:, 0].copy(),
+                                        self.kernels)  # fmt: skip
             return self._packed
         bits = qt.fmt.storage_bits
         zero = np.zeros(scale.shape, np.float32) if qt.zero is None else qt.zero.astype(np.float32)

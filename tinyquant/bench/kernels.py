@@ -131,7 +131,7 @@ def _block_shapes(d: int, f: int) -> list[tuple[int, int]]:
     return [(d, d)] * 4 + [(f, d), (f, d), (d, f)]
 
 
-def _make_block(fmt: str, d: int, f: int, rng) -> tuple[list, int]:
+def _make_block(fmt: str, d: int, f: int, rng, kernels: str | None = None) -> tuple[list, int]:
     """One block of random weights in ``fmt``'s kernel layout, and its bytes."""
     from tinyquant.kernels import prepack, prepack_w8a8
 
@@ -142,7 +142,7 @@ def _make_block(fmt: str, d: int, f: int, rng) -> tuple[list, int]:
             nbytes += m.nbytes
         elif fmt == "w8a8":
             m = prepack_w8a8(rng.integers(-127, 128, (O, I), dtype=np.int8),
-                             rng.random(O, dtype=np.float32))  # fmt: skip
+                             rng.random(O, dtype=np.float32), kernels)  # fmt: skip
             nbytes += m.nbytes
         else:
             bits = {"w8a16": 8, "w4a16": 4, "w2a16": 2}[fmt]
@@ -218,14 +218,11 @@ def decode(
         formats.append(("w8a8", "vnni"))
     formats += [("w4a16", None), ("w2a16", None)]
     base: dict[int, tuple[float, float]] = {}
-    cache: dict[str, tuple[list, int]] = {}
     for fmt, kernels in formats:
-        if fmt not in cache:
-            cache.clear()  # keep one format's weights in memory at a time
-            one, nbytes = _make_block(fmt, d, f, rng)
-            n_copies = max(1, math.ceil(target / nbytes))
-            cache[fmt] = ([one] + [_copy_block(one) for _ in range(n_copies - 1)], nbytes)
-        blocks, nbytes = cache[fmt]
+        blocks = None  # keep one format's weights in memory at a time
+        one, nbytes = _make_block(fmt, d, f, rng, kernels)
+        n_copies = max(1, math.ceil(target / nbytes))
+        blocks = [one] + [_copy_block(one) for _ in range(n_copies - 1)]
         name = fmt if kernels is None else f"{fmt}_{kernels}"
         for T in batches:
             use = blocks if T <= 8 else blocks[:2]  # many tokens: compute-bound, 2 copies suffice

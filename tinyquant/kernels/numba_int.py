@@ -7,19 +7,19 @@ Both kernel families compute the u8 × s8 form (see ``vnni`` for the trick):
 
 * ``portable``: plain Numba loops over a 4 × 4 register tile with int32 accumulators; LLVM
   vectorizes the k loop with 16-bit multiply-adds (``vpmaddwd``/``vpdpwssd``) — any CPU.
-* ``vnni``: 6 × 4 tiles with the loop body written in LLVM IR around ``vpdpbusd`` (64 u8 × s8
-  multiply-adds per instruction) — AVX512-VNNI CPUs only.
+* ``vnni``: weights in 64-column panels, 6 × 64 tiles with the loop body written in LLVM IR
+  around ``vpdpbusd`` (64 u8 × s8 multiply-adds per instruction) — AVX512-VNNI CPUs only.
 
 ``kernels=None`` picks ``vnni.default_kernels()`` (CPU feature, overridable with the
 ``TINYQUANT_KERNELS`` environment variable); pass "portable" or "vnni" to force one.
 
 W8A8 stores its int8 weights as u = q_w + 128 — exactly the unsigned codes a symmetric int8
-QTensor holds — so the weight needs no conversion at run time (``prepack_w8a8``); the activation
-codes come from ``reference.quantize_per_token``, so both paths see identical integers.
+QTensor holds — in the chosen kernel's layout, once (``prepack_w8a8``); the activation codes
+come from ``reference.quantize_per_token``, so both paths see identical integers.
 
-Loop order (both families): output columns n in slabs of 128 weight rows (128·K bytes stay in
-L2), split across threads; inside a slab, a register tile of activation rows × weight rows
-(portable 4 × 4, VNNI 6 × 4), K innermost.
+Loop order: output columns in slabs (portable: 128 weight rows; VNNI: one 64-column panel,
+64·K bytes, L2-resident) split across threads; inside a slab, a register tile (portable 4 × 4
+dot products; VNNI 6 rows × 64 columns), K innermost.
 Refs: Goto & van de Geijn 2008 (register/cache blocking); Jacob et al. 2018 (integer-only
 inference, int32 accumulation); Xiao et al. 2023 "SmoothQuant" (W8A8 scales).
 Shape legend: M activation rows (tokens T), N weight rows (out features O), K in features.
@@ -32,23 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from .checks import check_array, check_int8_operands, check_w8a8
+from .checks import check_activations, check_array, check_int8_operands, check_w8a8
 from .reference import quantize_per_token
-from .vnni import (
-    VEC_BYTES,
-    check_kernels,
-    default_kernels,
-    tile_1x1,
-    tile_1x4,
-    tile_6x1,
-    tile_6x4,
-)
+from .vnni import PANEL, check_kernels, default_kernels, pack_panels, tile_1, tile_6
 
 __all__ = [
     "int8_matmul",
     "matmul_u8s8",
     "PackedW8A8",
     "prepack_w8a8",
+    "pack_w8a8_u8",
     "w8a8_linear",
     "w8a8_packed_linear",
 ]
@@ -138,49 +131,45 @@ def _raw_portable(s, u, c):  # pragma: no cover - compiled
 # vnni: the same tiles, body in LLVM IR around vpdpbusd
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def _raw_vnni(s, u, c):  # pragma: no cover - compiled
-    """c[m, n] = Σ_k u[n, k] · s[m, k] (int32) with vpdpbusd tiles; K tail in plain loops."""
+def _raw_vnni(s, panels, c):  # pragma: no cover - compiled
+    """c[m, n] = Σ_k u[n, k] · s[m, k] (int32) from weight panels (NP, K/4, 64, 4); s (M, 4·K/4)
+    and c (M, 64·NP) are padded to the panels' sizes."""
     M, K = s.shape
-    N = u.shape[0]
-    kb = K // VEC_BYTES  # whole 64-byte blocks
-    k_tail = kb * VEC_BYTES
-    n_slabs = (N + _SLAB - 1) // _SLAB
-    for sl in prange(n_slabs):
-        n0 = sl * _SLAB
-        n1 = min(N, n0 + _SLAB)
-        tile = np.empty(24, np.int32)
-        tp = tile.ctypes.data
+    NP, K4 = panels.shape[0], panels.shape[1]
+    ldc = c.shape[1] * 4
+    for p in prange(NP):
+        b = panels.ctypes.data + p * K4 * 4 * PANEL
         m = 0
         while m < M:
-            mr = 6 if M - m >= 6 else 1
-            sp = s.ctypes.data + m * K
-            n = n0
-            while n < n1:
-                nr = 4 if n1 - n >= 4 else 1
-                up = u.ctypes.data + n * K
-                if mr == 6 and nr == 4:
-                    tile_6x4(up, K, sp, K, kb, tp)
-                elif mr == 6:
-                    tile_6x1(up, K, sp, K, kb, tp)
-                elif nr == 4:
-                    tile_1x4(up, K, sp, K, kb, tp)
-                else:
-                    tile_1x1(up, K, sp, K, kb, tp)
-                for i in range(mr):
-                    for j in range(nr):
-                        acc = tile[i * nr + j]
-                        if k_tail < K:
-                            acc = np.int32(acc + _dot_u8s8(u[n + j, k_tail:], s[m + i, k_tail:]))
-                        c[m + i, n + j] = acc
-                n += nr
-            m += mr
+            a = s.ctypes.data + m * K
+            cc = c.ctypes.data + m * ldc + p * PANEL * 4
+            if M - m >= 6:
+                tile_6(b, a, K, K4, cc, ldc)
+                m += 6
+            else:
+                tile_1(b, a, K, K4, cc, ldc)
+                m += 1
 
 
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
+def _vnni_u8s8(s: np.ndarray, panels: np.ndarray, n: int) -> np.ndarray:
+    """Raw Σ_k u[n, k] · s[m, k] for the first n columns, from panels (no −128 correction)."""
+    M, K = s.shape
+    K4 = panels.shape[1]
+    if 4 * K4 != K:  # zero-pad the activations to the panels' K
+        padded = np.zeros((M, 4 * K4), np.int8)
+        padded[:, :K] = s
+        s = padded
+    c = np.empty((M, panels.shape[0] * PANEL), np.int32)
+    if M:
+        _raw_vnni(s, panels, c)
+    return c[:, :n]
+
+
 def matmul_u8s8(s: np.ndarray, u: np.ndarray, kernels: str | None = None) -> np.ndarray:
-    """C = (u − 128) applied to s: C[m, n] = Σ_k (u[n, k] − 128) · s[m, k], int32 (M, N).
+    """C[m, n] = Σ_k (u[n, k] − 128) · s[m, k], int32 (M, N).
 
     ``s`` int8 (M, K) activations, ``u`` uint8 (N, K) weights stored with the +128 offset.
 
@@ -193,9 +182,12 @@ def matmul_u8s8(s: np.ndarray, u: np.ndarray, kernels: str | None = None) -> np.
     check_int8_operands(s, u.view(np.int8))
     kind = default_kernels() if kernels is None else check_kernels(kernels)
     M, N = s.shape[0], u.shape[0]
-    c = np.empty((M, N), np.int32)
-    if M and N:
-        (_raw_vnni if kind == "vnni" else _raw_portable)(s, u, c)
+    if kind == "vnni":
+        c = np.ascontiguousarray(_vnni_u8s8(s, pack_panels(u), N))
+    else:
+        c = np.empty((M, N), np.int32)
+        if M and N:
+            _raw_portable(s, u, c)
     row_sum = s.sum(axis=1, dtype=np.int32)  # (M,)
     c -= np.int32(128) * row_sum[:, None]
     return c
@@ -215,51 +207,83 @@ def int8_matmul(a: np.ndarray, b: np.ndarray, kernels: str | None = None) -> np.
 
 @dataclass(frozen=True, eq=False)
 class PackedW8A8:
-    """W8A8 weight ready for the kernels: u = q_w + 128 (uint8, (O, I)) and s_w (O,) float32.
+    """W8A8 weight in a kernel's layout, made once by ``prepack_w8a8``.
 
-    >>> p = prepack_w8a8(np.array([[-128, 0, 127]], np.int8), np.ones(1, np.float32))
+    ``kernels="portable"``: u = q_w + 128 as rows (O, I); ``kernels="vnni"``: the same bytes as
+    panels (O/64, I/4, 64, 4) (``vnni.pack_panels``). ``scale`` is s_w (O,) float32.
+
+    >>> p = prepack_w8a8(np.array([[-128, 0, 127]], np.int8), np.ones(1, np.float32), "portable")
     >>> p.u, p.nbytes
     (array([[  0, 128, 255]], dtype=uint8), 7)
     """
 
-    u: np.ndarray  # (O, I) uint8
+    kernels: str  # "portable" | "vnni": which layout ``u`` is in
+    u: np.ndarray  # (O, I) uint8 rows, or (O/64, I/4, 64, 4) uint8 panels
     scale: np.ndarray  # (O,) float32
-
-    @property
-    def out_features(self) -> int:
-        return int(self.u.shape[0])
-
-    @property
-    def in_features(self) -> int:
-        return int(self.u.shape[1])
+    out_features: int  # O
+    in_features: int  # I
 
     @property
     def nbytes(self) -> int:
-        return int(self.u.nbytes + self.scale.nbytes)
+        """Bytes the kernel reads per token: O · I codes + O scales (padding excluded)."""
+        return int(self.out_features * self.in_features + self.scale.nbytes)
+
+    def rows(self) -> np.ndarray:
+        """u as rows (O, I), whatever the layout."""
+        if self.kernels == "portable":
+            return self.u
+        NP, K4 = self.u.shape[:2]
+        rows = self.u.transpose(0, 2, 1, 3).reshape(NP * PANEL, K4 * 4)
+        return np.ascontiguousarray(rows[: self.out_features, : self.in_features])
 
 
-def prepack_w8a8(w_codes: np.ndarray, w_scale: np.ndarray) -> PackedW8A8:
-    """int8 codes (O, I) + scale (O,) → ``PackedW8A8`` (codes offset by +128, once).
+def prepack_w8a8(
+    w_codes: np.ndarray, w_scale: np.ndarray, kernels: str | None = None
+) -> PackedW8A8:
+    """int8 codes (O, I) + scale (O,) → ``PackedW8A8`` for ``kernels`` (default: this CPU's).
 
-    >>> prepack_w8a8(np.zeros((2, 4), np.int8), np.ones(2, np.float32)).u.shape
+    >>> prepack_w8a8(np.zeros((2, 4), np.int8), np.ones(2, np.float32), "portable").u.shape
     (2, 4)
     """
     check_w8a8(np.zeros((1, w_codes.shape[1]), np.float32), w_codes, w_scale)
-    return PackedW8A8(w_codes.view(np.uint8) ^ np.uint8(0x80), w_scale.copy())
+    return pack_w8a8_u8(w_codes.view(np.uint8) ^ np.uint8(0x80), w_scale, kernels)
+
+
+def pack_w8a8_u8(u: np.ndarray, w_scale: np.ndarray, kernels: str | None = None) -> PackedW8A8:
+    """Like ``prepack_w8a8`` from codes already offset, u = q_w + 128 (a signed int8 QTensor's
+    stored codes).
+
+    >>> pack_w8a8_u8(np.full((3, 8), 128, np.uint8), np.ones(3, np.float32), "portable").nbytes
+    36
+    """
+    check_array(u, "u", np.uint8, 2)
+    check_w8a8(np.zeros((1, u.shape[1]), np.float32), u.view(np.int8), w_scale)
+    kind = default_kernels() if kernels is None else check_kernels(kernels)
+    data = pack_panels(u) if kind == "vnni" else np.ascontiguousarray(u)
+    return PackedW8A8(kind, data, w_scale.astype(np.float32), u.shape[0], u.shape[1])
 
 
 def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None) -> np.ndarray:
     """y = s_x · s_w · (q_x q_wᵀ) for a prepacked weight; bit-identical to the reference.
 
+    ``kernels`` other than the one ``p`` was packed for converts the layout on the fly (slow).
+
     >>> p = prepack_w8a8(np.array([[127, 0], [0, 127]], np.int8), np.full(2, 1 / 127, np.float32))
-    >>> w8a8_packed_linear(np.array([[1.27, -0.5]], np.float32), p, "portable")
+    >>> w8a8_packed_linear(np.array([[1.27, -0.5]], np.float32), p)
     array([[ 1.27, -0.5 ]], dtype=float32)
     """
     if not isinstance(p, PackedW8A8):
         raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
-    check_w8a8(x, p.u.view(np.int8), p.scale)
+    check_activations(x)
+    if x.shape[1] != p.in_features:
+        raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
+    kind = p.kernels if kernels is None else check_kernels(kernels)
     q, s = quantize_per_token(x)  # (T, I) int8, (T,) float32 — the reference's own codes
-    acc = matmul_u8s8(q, p.u, kernels)  # (T, O) int32, exact
+    if kind == "vnni" and p.kernels == "vnni":
+        acc = _vnni_u8s8(q, p.u, p.out_features)  # (T, O) raw Σ u·q
+        acc = acc - np.int32(128) * q.sum(axis=1, dtype=np.int32)[:, None]
+    else:
+        acc = matmul_u8s8(q, p.rows(), kind)  # (T, O) int32, exact
     return acc.astype(np.float32) * s[:, None] * p.scale[None, :]  # same ops as the reference
 
 
@@ -274,4 +298,4 @@ def w8a8_linear(
     array([[ 1.27, -0.5 ]], dtype=float32)
     """
     check_w8a8(x, w_codes, w_scale)
-    return w8a8_packed_linear(x, prepack_w8a8(w_codes, w_scale), kernels)
+    return w8a8_packed_linear(x, prepack_w8a8(w_codes, w_scale, kernels), kernels)

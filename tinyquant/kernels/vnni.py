@@ -8,6 +8,13 @@ that is 64 multiply-adds per instruction, 4× the multiply-adds of one float32 F
 not emit it from plain loops (it picks the 16-bit ``vpdpwssd``/``vpmaddwd``), so this module
 writes the inner loop of the integer GEMM directly in LLVM IR, through a Numba ``@intrinsic``.
 
+Which operands go in which lanes: weights are stored once, at load time, in *panels* (64 output
+columns × 4 consecutive k per 256 bytes, ``pack_panels``), so that one zmm load feeds 16 output
+columns with 4 products each, and 4 activation bytes are broadcast to all lanes; accumulators
+are then columns of C — no horizontal sums (the layout of oneDNN's and FBGEMM's int8 GEMMs).
+Measured against the first version, which dotted 64-byte rows and reduced each accumulator
+at the end: 530 vs 346 GOP/s single-threaded at 2048³ (float32 BLAS: 154 GFLOP/s).
+
 The u8 × s8 trick: the instruction wants one operand *unsigned*. Signed int8 weights w are
 stored shifted, u = w + 128 ∈ [0, 255] (a XOR with 0x80 of the bits), and the shift is removed
 exactly afterwards with the activations' row sum:
@@ -28,12 +35,11 @@ import functools
 import os
 
 import llvmlite.binding as llvm_binding
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-_VEC_BYTES = 64  # one zmm register: 64 int8 = 16 int32 lanes
 
 
 def cpu_flags() -> set[str]:
@@ -99,80 +105,83 @@ def check_kernels(choice: str) -> str:
     return choice
 
 
-def _make_tile(mr: int, nr: int):
-    """Build an intrinsic ``tile(u_addr, ldu, s_addr, lds, nblocks, out_addr)`` computing
+def _make_tile(mr: int):
+    """Build an intrinsic ``tile(b_addr, a_addr, lda, k4, c_addr, ldc)`` computing an mr × 64
+    block of C = Σ_k u[n, k] · s[m, k] from a weight *panel* (see ``pack_panels``):
 
-        out[m·nr + n] = Σ_{k < 64·nblocks} u[n·ldu + k] · s[m·lds + k]     (int32, overwritten)
+        for each group of 4 k:   acc[m, j] += vpdpbusd(panel[k4, 16j:16j+16, 0:4],
+                                                       broadcast(s[m, 4k4:4k4+4]))
 
-    for an mr × nr tile: u holds nr unsigned weight rows, s holds mr signed activation rows,
-    ``ldu``/``lds`` are row strides in bytes, and addresses are plain integers (``a.ctypes.data``).
-    The loop keeps mr·nr 16-lane accumulators in registers and reduces them once at the end.
+    One zmm load of the panel holds 4 consecutive k of 16 consecutive output columns — exactly
+    the u8 operand of ``vpdpbusd``; the 4 activation bytes are broadcast to all lanes. The
+    mr · 4 accumulators are output columns already: no horizontal sums. ``lda``/``ldc`` are
+    row strides in bytes, addresses plain integers (``a.ctypes.data``); C is overwritten.
     """
     i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
     v16 = ir.VectorType(i32, 16)
+    nv = PANEL // 16  # accumulator vectors per activation row
 
     @intrinsic
-    def tile(typingctx, u_addr, ldu, s_addr, lds, nblocks, out_addr):
+    def tile(typingctx, b_addr, a_addr, lda, k4, c_addr, ldc):
         sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            u_addr_v, ldu_v, s_addr_v, lds_v, nblocks_v, out_addr_v = args
-            mod = builder.module
-            dp = cgutils.get_or_insert_function(
-                mod, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512"
-            )
-            hsum = cgutils.get_or_insert_function(
-                mod, ir.FunctionType(i32, [v16]), "llvm.vector.reduce.add.v16i32"
-            )
-            u_base = builder.inttoptr(u_addr_v, i8.as_pointer())
-            s_base = builder.inttoptr(s_addr_v, i8.as_pointer())
-            out_ptr = builder.inttoptr(out_addr_v, i32.as_pointer())
-            u_rows = [builder.gep(u_base, [builder.mul(ldu_v, i64(n))]) for n in range(nr)]
-            s_rows = [builder.gep(s_base, [builder.mul(lds_v, i64(m))]) for m in range(mr)]
-            kend = builder.mul(nblocks_v, i64(_VEC_BYTES))
+            b_v, a_v, lda_v, k4_v, c_v, ldc_v = args
+            fnty = ir.FunctionType(v16, [v16, v16, v16])
+            dp = cgutils.get_or_insert_function(builder.module, fnty, _VPDPBUSD)
+            bp = builder.inttoptr(b_v, i8.as_pointer())
+            ap = builder.inttoptr(a_v, i8.as_pointer())
+            cp = builder.inttoptr(c_v, i8.as_pointer())
+            a_rows = [builder.gep(ap, [builder.mul(lda_v, i64(m))]) for m in range(mr)]
             zero = ir.Constant(v16, None)
+            splat0 = ir.Constant(v16, [0] * 16)
 
             entry = builder.block
             loop = builder.append_basic_block("vnni.loop")
             done = builder.append_basic_block("vnni.done")
-            builder.cbranch(builder.icmp_signed(">", kend, i64(0)), loop, done)
+            builder.cbranch(builder.icmp_signed(">", k4_v, i64(0)), loop, done)
 
-            # loop body: k += 64, one vpdpbusd per (m, n)
+            # loop body: one group of 4 k, mr × 4 vpdpbusd
             builder.position_at_end(loop)
-            k = builder.phi(i64, "k")
+            k = builder.phi(i64, "k4")
             k.add_incoming(i64(0), entry)
             accs = []
-            for _ in range(mr * nr):
+            for _ in range(mr * nv):
                 p = builder.phi(v16)
                 p.add_incoming(zero, entry)
                 accs.append(p)
-
-            def load(row):
-                ptr = builder.bitcast(builder.gep(row, [k]), v16.as_pointer())
-                return builder.load(ptr, align=1)
-
-            uvecs = [load(r) for r in u_rows]
-            svecs = [load(r) for r in s_rows]
+            b_k = builder.gep(bp, [builder.mul(k, i64(4 * PANEL))])
+            b_vecs = []
+            for j in range(nv):
+                ptr = builder.bitcast(builder.gep(b_k, [i64(64 * j)]), v16.as_pointer())
+                b_vecs.append(builder.load(ptr, align=4))
             new = []
             for m in range(mr):
-                for n in range(nr):
-                    new.append(builder.call(dp, [accs[m * nr + n], uvecs[n], svecs[m]]))
-            k_next = builder.add(k, i64(_VEC_BYTES))
+                a_k = builder.gep(a_rows[m], [builder.mul(k, i64(4))])
+                word = builder.load(builder.bitcast(a_k, i32.as_pointer()), align=1)
+                a4 = builder.insert_element(ir.Constant(v16, ir.Undefined), word, i32(0))
+                a4 = builder.shuffle_vector(a4, ir.Constant(v16, ir.Undefined), splat0)
+                for j in range(nv):
+                    new.append(builder.call(dp, [accs[m * nv + j], b_vecs[j], a4]))
+            k_next = builder.add(k, i64(1))
             k.add_incoming(k_next, loop)
             for p, v in zip(accs, new, strict=True):
                 p.add_incoming(v, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, kend), loop, done)
+            builder.cbranch(builder.icmp_signed("<", k_next, k4_v), loop, done)
 
-            # horizontal sums, stored once
+            # store the accumulators: they are C's columns
             builder.position_at_end(done)
             fins = []
-            for idx in range(mr * nr):  # all phis first: LLVM wants them at the block's top
+            for idx in range(mr * nv):  # all phis first: LLVM wants them at the block's top
                 fin = builder.phi(v16)
                 fin.add_incoming(zero, entry)
                 fin.add_incoming(new[idx], loop)
                 fins.append(fin)
-            for idx, fin in enumerate(fins):
-                builder.store(builder.call(hsum, [fin]), builder.gep(out_ptr, [i64(idx)]))
+            for m in range(mr):
+                c_row = builder.gep(cp, [builder.mul(ldc_v, i64(m))])
+                for j in range(nv):
+                    ptr = builder.bitcast(builder.gep(c_row, [i64(64 * j)]), v16.as_pointer())
+                    builder.store(fins[m * nv + j], ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -180,11 +189,29 @@ def _make_tile(mr: int, nr: int):
     return tile
 
 
-# The tiles the GEMM driver uses: 6 activation rows × 4 weight rows for the bulk (24 accumulators
-# + 4 weight vectors + 1 activation vector = 29 of the 32 zmm registers), edge tiles for the rest.
-TILE_MR, TILE_NR = 6, 4
-tile_6x4 = _make_tile(6, 4)
-tile_1x4 = _make_tile(1, 4)
-tile_6x1 = _make_tile(6, 1)
-tile_1x1 = _make_tile(1, 1)
-VEC_BYTES = _VEC_BYTES
+def pack_panels(u: np.ndarray) -> np.ndarray:
+    """Weights u (N, K) uint8 → panels (N/64, K/4, 64, 4): 64 output columns × 4 consecutive k
+    per 256-byte step, the order ``vpdpbusd`` consumes them. N and K are zero-padded up to
+    multiples of 64 and 4 (padded k meet zero-padded activations; padded columns are dropped).
+
+    >>> pack_panels(np.arange(8, dtype=np.uint8).reshape(1, 8)).shape
+    (1, 2, 64, 4)
+    """
+    N, K = u.shape
+    Np, Kp = -(-N // PANEL) * PANEL, -(-K // 4) * 4
+    if (Np, Kp) != (N, K):
+        padded = np.zeros((Np, Kp), np.uint8)
+        padded[:N, :K] = u
+        u = padded
+    panels = u.reshape(Np // PANEL, PANEL, Kp // 4, 4).transpose(0, 2, 1, 3)  # (NP, K4, 64, 4)
+    return np.ascontiguousarray(panels)
+
+
+_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+
+# The tiles the GEMM driver uses: 6 activation rows × 64 columns for the bulk (24 accumulators +
+# 4 panel vectors + 1 broadcast = 29 of the 32 zmm registers), and 1 × 64 for the rest.
+PANEL = 64
+TILE_MR = 6
+tile_6 = _make_tile(6)
+tile_1 = _make_tile(1)
