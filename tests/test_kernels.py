@@ -129,3 +129,12 @@ def test_w8a8_is_within_activation_rounding_of_the_float_product():
     _, s_x = reference.quantize_per_token(x)
     bound = s_x[:, None] / 2 * np.abs(w_hat).sum(axis=1)[None, :]
     assert np.all(np.abs(y - x @ w_hat.T) <= bound * 1.001 + 1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gemm_on_prepacked_weights_equals_the_reference(kind):
+    rng = np.random.default_rng(8)
+    a = rng.integers(-128, 128, (9, 131), dtype=np.int8)
+    b = rng.integers(-128, 128, (70, 131), dtype=np.int8)
+    p = numba_int.prepack_w8a8(b, np.ones(70, np.float32), kind)
+    assert np.array_equal(numba_int.int8_matmul_packed(a, p), reference.int8_matmul(a, b))

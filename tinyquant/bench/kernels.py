@@ -5,8 +5,8 @@ repeats, ``tinyquant.bench.time_it``):
 
 * memory-bandwidth probe — sum of a 1 GiB float32 array (NumPy, one thread; Numba, all threads)
   and a copy; the ceiling for batch-1 decoding;
-* GEMM (M, K, N) ∈ {512³, 2048³, 128×4096×11008}: int8 kernels (portable, VNNI) vs float32 BLAS
-  and vs NumPy's integer matmul;
+* GEMM (M, K, N) ∈ {512³, 2048³, 128×4096×11008}: int8 kernels (portable, VNNI; weights packed
+  once into the kernel's layout, as a model loads them) vs float32 BLAS and NumPy's int matmul;
 * decoding over Llama-2-7B-shaped blocks (d = 4096, d_ff = 11008: q, k, v, o, gate, up, down;
   random weights): FP32 BLAS vs W8A16, W8A8, W4A16, W2A16 (group 128) at batch 1, 8, 128.
   Each format cycles through enough copies of the block that its weights exceed
@@ -95,7 +95,7 @@ def bandwidth(quick: bool, n: int | None = None) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 def gemm(quick: bool, shapes: list[tuple[int, int, int]] | None = None) -> list[dict]:
     """int8 GEMM C = A Bᵀ: portable and VNNI kernels vs fp32 BLAS and NumPy's int matmul."""
-    from tinyquant.kernels import has_vnni, int8_matmul
+    from tinyquant.kernels import has_vnni, int8_matmul_packed, prepack_w8a8
 
     rows: list[dict] = []
     rng = np.random.default_rng(0)
@@ -115,8 +115,9 @@ def gemm(quick: bool, shapes: list[tuple[int, int, int]] | None = None) -> list[
                          repeats=1 if big else 3, warmup=0 if big else 1)  # fmt: skip
         _emit(rows, _row("gemm_numpy_int32", (M, K, N), *np_int, "fp32 BLAS", base,
                          gops=ops / np_int[0] / 1e9))  # fmt: skip
-        for kind in kinds:
-            med, best = time_it(lambda a=a, b=b, k=kind: int8_matmul(a, b, k), repeats=reps)
+        for kind in kinds:  # weights packed once, as a model loads them
+            p = prepack_w8a8(b, np.ones(N, np.float32), kind)
+            med, best = time_it(lambda a=a, p=p: int8_matmul_packed(a, p), repeats=reps)
             row = _row(f"gemm_int8_{kind}", (M, K, N), med, best, "fp32 BLAS", base,
                        gops=ops / med / 1e9, speedup_vs_numpy_int=np_int[0] / med)  # fmt: skip
             _emit(rows, row)

@@ -11,6 +11,7 @@
 from .numba_int import (
     PackedW8A8,
     int8_matmul,
+    int8_matmul_packed,
     matmul_u8s8,
     pack_w8a8_u8,
     prepack_w8a8,
@@ -39,6 +40,7 @@ __all__ = [
     "dequantize_packed_t",
     "has_vnni",
     "int8_matmul",
+    "int8_matmul_packed",
     "matmul_u8s8",
     "pack_w8a8_u8",
     "packed_linear",

@@ -38,6 +38,7 @@ from .vnni import PANEL, check_kernels, default_kernels, pack_panels, tile_1, ti
 
 __all__ = [
     "int8_matmul",
+    "int8_matmul_packed",
     "matmul_u8s8",
     "PackedW8A8",
     "prepack_w8a8",
@@ -261,6 +262,25 @@ def pack_w8a8_u8(u: np.ndarray, w_scale: np.ndarray, kernels: str | None = None)
     kind = default_kernels() if kernels is None else check_kernels(kernels)
     data = pack_panels(u) if kind == "vnni" else np.ascontiguousarray(u)
     return PackedW8A8(kind, data, w_scale.astype(np.float32), u.shape[0], u.shape[1])
+
+
+def int8_matmul_packed(a: np.ndarray, p: PackedW8A8) -> np.ndarray:
+    """C = A Bᵀ (int32) for int8 A (M, K) and a B prepacked once by ``prepack_w8a8`` (its scale
+    is ignored): the GEMM as a model runs it, weights already in the kernel's layout.
+
+    >>> p = prepack_w8a8(np.array([[4, 5, 6], [-1, 0, 1]], np.int8), np.ones(2, np.float32))
+    >>> int8_matmul_packed(np.array([[1, -2, 3]], dtype=np.int8), p)
+    array([[12,  2]], dtype=int32)
+    """
+    if not isinstance(p, PackedW8A8):
+        raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
+    check_array(a, "a", np.int8, 2)
+    if a.shape[1] != p.in_features:
+        raise ValueError(f"a has K = {a.shape[1]} columns but the weight has {p.in_features}")
+    if p.kernels == "vnni":
+        c = _vnni_u8s8(a, p.u, p.out_features)
+        return c - np.int32(128) * a.sum(axis=1, dtype=np.int32)[:, None]
+    return matmul_u8s8(a, p.u, "portable")
 
 
 def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None) -> np.ndarray:
