@@ -13,7 +13,8 @@ columns × 4 consecutive k per 256 bytes, ``pack_panels``), so that one zmm load
 columns with 4 products each, and 4 activation bytes are broadcast to all lanes; accumulators
 are then columns of C — no horizontal sums (the layout of oneDNN's and FBGEMM's int8 GEMMs).
 Measured against the first version, which dotted 64-byte rows and reduced each accumulator
-at the end: 530 vs 346 GOP/s single-threaded at 2048³ (float32 BLAS: 154 GFLOP/s).
+at the end: 530 vs 346 GOP/s at 2048³, one thread, CPU time on the project's shared 2-core Xeon
+(float32 BLAS in the same run: 154 GFLOP/s).
 
 The u8 × s8 trick: the instruction wants one operand *unsigned*. Signed int8 weights w are
 stored shifted, u = w + 128 ∈ [0, 255] (a XOR with 0x80 of the bits), and the shift is removed
@@ -23,10 +24,15 @@ exactly afterwards with the activations' row sum:
 
 Products are exact in int32 as long as K · 255 · 128 < 2³¹ (K ≤ 65 536).
 
-Refs: Intel Intrinsics Guide, ``_mm512_dpbusd_epi32``; LLVM ``llvm.x86.avx512.vpdpbusd.512``;
-the same trick in oneDNN and FBGEMM (u8 activations, s8 weights, "compensation" term).
+Here the *weights* carry the offset (they are packed once anyway) and the correction is a row
+sum of the activations, computed per call in O(M·K).
 
-Shape legend: MR activation rows and NR weight rows per tile, K reduction length (bytes).
+Refs: Intel Intrinsics Guide, ``_mm512_dpbusd_epi32``; LLVM ``llvm.x86.avx512.vpdpbusd.512``;
+the same trick in oneDNN and FBGEMM (there with u8 activations, s8 weights, a "compensation"
+term of weight sums).
+
+Shape legend: N output columns (weight rows), K reduction length, M activation rows;
+panels (N/64, K/4, 64, 4); a tile is mr activation rows × 64 columns.
 """
 
 from __future__ import annotations
