@@ -120,11 +120,12 @@ def test_w8a8_model_log_probs_agree_between_the_fake_and_int_paths(kind):
     assert np.mean(logits.argmax(-1) == fake.argmax(-1)) >= 0.95
 
 
+@pytest.mark.slow  # 2 × 30 decoding steps of the whole model per case
 @pytest.mark.parametrize("fmt, g, act_bits", [("int4", 128, None), ("int8", None, 8)])
 def test_greedy_generation_is_the_same_on_both_paths(fmt, g, act_bits):
     params, cfg = _model()
     texts = [
-        model.generate(_quantize(params, fmt, g, act_bits, path), cfg, "ROMEO:", 40, top_k=1)
+        model.generate(_quantize(params, fmt, g, act_bits, path), cfg, "ROMEO:", 30, top_k=1)
         for path in ("fake", "int")
     ]
     assert texts[0] == texts[1]
