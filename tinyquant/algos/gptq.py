@@ -19,8 +19,13 @@ H[i,i] = 1 and W[:, i] = 0; damping λ = damp·mean(diag H). Groups take their (
 their first column is reached, from the error-updated weights. One deliberate difference:
 the reference reads a group that starts inside a chunk from W as it was at the chunk start (the
 updates from the same chunk's earlier columns are missing); we read the fully updated weights.
-``group_params_from="chunk_start"`` reproduces the reference (see notebook 08 for why it matters
-at 2 bits).
+``group_params_from="chunk_start"`` reproduces the reference.
+
+At 2 bits with groups, grids fitted to the error-updated weights can run away (notebook 08): the
+feedback inflates the later columns, their min-max grids inflate with them, coarser grids make
+larger errors — on a layer with an ill-conditioned H GPTQ then loses to RTN on its own objective.
+``static_groups=True`` (grids from the original W), more damping, or a Hadamard rotation
+(``rotate.py``) prevent it; the best 2-bit result here combines all but the extra damping.
 
 Shapes: O out features, I in features, g group size, G = I // g groups, c chunk width.
 """
