@@ -70,6 +70,7 @@ class Recipe:
     activations: str | None = None  # None | "per_token" | "per_tensor" | "per_tensor_static"
     smooth_alpha: float | None = None  # SmoothQuant migration strength before quantizing
     outlier_threshold: float = 6.0  # LLM.int8(): input features with |x| ≥ this stay float
+    calib_sequences: int | None = None  # use only the first N calibration windows; None: all
     cast: str | None = None  # "fp16" / "bf16": round every tensor, no scales
     scale_dtype: str = "float16"  # how integer-recipe scales are stored
     description: str = ""  # one line for tables and --help
@@ -346,6 +347,8 @@ def quantize_model(
         return dict(params)
     if r.needs_calibration and calib_tokens is None:
         raise ValueError(f"recipe {r.name} needs calibration tokens (B, T); pass calib_tokens")
+    if r.calib_sequences is not None and calib_tokens is not None:
+        calib_tokens = calib_tokens[: r.calib_sequences]  # AWQ's grid search runs the block 21×
     if r.smooth_alpha is not None:  # 1) migrate activation outliers into the weights (exact)
         stats = collect_stats(params, cfg, calib_tokens, hessian=False)
         act_max = {name: st.max_abs for name, st in stats.items()}
