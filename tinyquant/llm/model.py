@@ -282,9 +282,13 @@ def block(
         k = cache.k[i][:, :, : start + T]  # (B, H, S, hd)
         v = cache.v[i][:, :, : start + T]
     S = k.shape[2]
-    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / float(np.sqrt(hd)))  # (B, H, T, S)
-    scores = np.where(causal_mask(T, S), scores, -np.inf)
-    att = softmax(scores) @ v  # (B, H, T, hd)
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
+    scores *= 1.0 / float(np.sqrt(hd))  # a Python float keeps float32 arrays float32
+    scores += np.where(causal_mask(T, S), 0.0, -np.inf).astype(scores.dtype)  # (T, S) mask
+    scores -= scores.max(axis=-1, keepdims=True)  # softmax, in place (same values as softmax())
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    att = scores @ v  # (B, H, T, hd)
     att = att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
     x = x + _lin(params, p + "attn_output.weight", att, record)
 
