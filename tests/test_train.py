@@ -83,3 +83,13 @@ def test_eval_loss_of_a_model_with_zero_output_weights_is_ln_256():
 def test_eval_rejects_data_too_short_to_predict_anything():
     with pytest.raises(ValueError, match="at least 2 bytes"):
         eval_loss(init_params(CFG), CFG, np.zeros(1, dtype=np.uint8))
+
+
+def test_training_benchmark_rows_report_the_matmul_share_of_each_step():
+    from tinyquant.bench.train import run
+
+    rows = run(quick=True)
+    assert [r["name"] for r in rows] == ["forward", "forward+backward+AdamW"]
+    for r in rows:
+        assert r["speedup"] == r["baseline_seconds"] / r["seconds"] > 0
+        assert r["tokens_per_s"] > 0 and r["baseline"]
