@@ -43,7 +43,9 @@ def _emit(rows: list[dict], row: dict) -> None:
     extra = f"  {row['gbps']:.1f} GB/s" if row.get("gbps") else ""
     if row.get("speedup_vs_numpy_int"):
         extra += f"  ×{row['speedup_vs_numpy_int']:.0f} vs NumPy int matmul"
-    sp = f"  ×{row['speedup']:.2f} vs {row['baseline']}" if row.get("baseline") else ""
+    sp = ""
+    if row.get("baseline"):
+        sp = f"  ×{row['speedup']:.2f} (min ×{row['speedup_min']:.2f}) vs {row['baseline']}"
     print(
         f"{row['name']:<28} {str(row['shape']):<24} median {row['seconds'] * 1e3:9.2f} ms  "
         f"min {row['min_seconds'] * 1e3:9.2f} ms{sp}{extra}",
@@ -57,6 +59,7 @@ def _row(name, shape, med, best, baseline=None, base=None, nbytes=None, **extra)
     row["baseline"] = baseline
     row["baseline_seconds"] = base[0] if base else None
     row["speedup"] = base[0] / med if base else None
+    row["speedup_min"] = base[1] / best if base else None  # from the minima of the repeats
     row["gbps"] = nbytes / med / 1e9 if nbytes else None
     row.update(extra)
     return row
