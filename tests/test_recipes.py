@@ -93,3 +93,20 @@ def test_recipe_rejects_unknown_method_and_format():
         Recipe("x", weights="uint4", method="magic")
     with pytest.raises(ValueError):
         Recipe("x", weights="int5")
+
+
+@pytest.mark.parametrize("name", ["w8a16", "w4-rtn-g128", "w2-rtn-g64", "w3-rtn"])
+def test_rtn_codes_are_nearest_for_the_fp16_scales_actually_stored(name, params):
+    q = quantize_model(params, CFG, name)
+    for w_name in ("blk.0.attn_q.weight", "blk.1.ffn_down.weight"):
+        qt, W = q[w_name].qtensor, params[w_name]
+        assert qt.scale.dtype == np.float16
+        step = np.repeat(qt.scale_values(), qt.block_size[1], axis=1)  # (O, I) stored scale
+        zero = 0 if qt.zero is None else np.repeat(qt.zero.astype(np.float32), qt.block_size[1], 1)
+        lo, hi = step * (qt.fmt.qmin - zero), step * (qt.fmt.qmax - zero)  # representable range
+        if qt.fmt.signed:
+            lo, hi = -step * qt.fmt.qmax, step * qt.fmt.qmax
+        inside = (W >= lo) & (W <= hi)
+        err = np.abs(qt.dequantize() - W)
+        assert inside.mean() > 0.95  # the row extremes may sit just past a rounded-down scale
+        assert np.all(err[inside] <= step[inside] * (0.5 + 1e-6)), w_name

@@ -27,7 +27,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = CompareConfig.quick() if args.quick else CompareConfig()
     if args.eval_bytes is not None:
         config = CompareConfig(**{**config.__dict__, "eval_bytes": args.eval_bytes})
-    rows = run_compare(schemes, config, args.checkpoint, progress=not args.json)
+    rows = run_compare(schemes, config, args.checkpoint)  # progress bar on stderr
     if args.json:
         print(to_json(rows))
     else:

@@ -42,7 +42,7 @@ __all__ = ["CompareConfig", "run_compare", "format_table", "pareto_front", "plot
 class CompareConfig:
     """What ``tinyquant compare`` measures; the defaults finish in minutes on 2 cores."""
 
-    eval_bytes: int = 131_072  # validation bytes scored per recipe (a fixed prefix)
+    eval_bytes: int = 65_536  # validation bytes scored per recipe (a fixed prefix)
     calib_sequences: int = 128  # calibration windows (GPTQ's reference used 128)
     calib_length: int = 256  # bytes per calibration window
     calib_seed: int = 0  # which training windows are drawn

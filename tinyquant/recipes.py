@@ -38,9 +38,12 @@ from tinyquant.qmodel import QuantLinear
 from tinyquant.quant import (
     QTensor,
     get_format,
+    pack,
+    quantize,
     quantize_codebook,
     quantize_tensor,
     round_to_format,
+    to_unsigned,
 )
 
 __all__ = [
@@ -226,36 +229,41 @@ def linear_names(cfg: Config) -> list[str]:
 # ----------------------------------------------------------------------------- one weight
 
 
-def _with_scale_dtype(qt: QTensor, scale_dtype: str) -> QTensor:
-    """Store an integer QTensor's scales as ``scale_dtype`` (float16 as GPTQ/AWQ ship them)."""
+def _store_scales(W: np.ndarray, qt: QTensor, scale_dtype: str) -> QTensor:
+    """Store an integer QTensor's scales as ``scale_dtype`` and re-choose its codes with them.
+
+    GPTQ/AWQ checkpoints and llama.cpp keep float16 scales; rounding a scale after the codes
+    were chosen would leave codes that are not the nearest for the scale actually stored.
+    """
     if scale_dtype == "float32" or isinstance(qt.scale, QTensor):
         return qt
-    scale = np.asarray(qt.scale, np.float32).astype(np.float16)
-    return replace(qt, scale=scale)
+    scale = np.asarray(qt.scale, np.float32).astype(scale_dtype)  # (O, G)
+    zero = np.zeros(scale.shape, np.int32) if qt.zero is None else qt.zero.astype(np.int32)
+    codes = quantize(W, scale.astype(np.float32), zero, qt.fmt, qt.block_size)  # (O, I)
+    if qt.fmt.signed:
+        codes = to_unsigned(codes, qt.fmt.storage_bits)
+    return replace(qt, codes=pack(codes, qt.fmt.storage_bits), scale=scale)
 
 
 def _quantize_weight(W: np.ndarray, r: Recipe, H: np.ndarray | None) -> QTensor:
     """One Linear weight (O, I) → QTensor by the recipe's method, format and granularity."""
     fmt = get_format(r.weights)
     g = W.shape[1] if r.group_size is None else r.group_size
+    if r.method == "gptq":  # codes chosen with the stored (float16) scales
+        res = gptq_quantize(W, H, fmt.storage_bits, r.group_size, r.symmetric, r.act_order,
+                            static_groups=r.act_order, mse=r.mse,
+                            scale_dtype=r.scale_dtype)  # fmt: skip
+        return to_qtensor(res)
     if r.per_tensor:
         qt = quantize_tensor(W, fmt, W.shape, symmetric=r.symmetric)
-        return _with_scale_dtype(qt, r.scale_dtype)
-    if r.method == "awq":  # W already carries AWQ's folded scales and clipping
+    elif r.method == "awq":  # W already carries AWQ's folded scales and clipping
         qt = awq_quantize_tensor(W, fmt.storage_bits, r.group_size)
-        return _with_scale_dtype(qt, r.scale_dtype)
-    if r.method == "gptq":
-        bits = fmt.storage_bits
-        res = gptq_quantize(
-            W, H, bits, r.group_size, r.symmetric, r.act_order, static_groups=r.act_order, mse=r.mse
-        )
-        return _with_scale_dtype(to_qtensor(res), r.scale_dtype)
+    elif fmt.kind == "int" and r.symmetric and fmt.signed:
+        qt = quantize_tensor(W, fmt, (1, g), symmetric=True)
+    elif fmt.kind == "int":
+        qt = rtn_quantize(W, fmt.name, r.group_size, r.symmetric)
     if fmt.kind == "int":
-        if r.symmetric and fmt.signed:
-            qt = quantize_tensor(W, fmt, (1, g), symmetric=True)
-        else:
-            qt = rtn_quantize(W, fmt.name, r.group_size, r.symmetric)
-        return _with_scale_dtype(qt, r.scale_dtype)
+        return _store_scales(W, qt, r.scale_dtype)
     if fmt.kind == "float":
         return quantize_tensor(W, fmt, (1, g), scale_dtype="float16")
     block = (1, min(64, g)) if r.group_size is None else (1, g)  # QLoRA's absmax blocks of 64
