@@ -108,5 +108,5 @@ def test_rtn_codes_are_nearest_for_the_fp16_scales_actually_stored(name, params)
             lo, hi = -step * qt.fmt.qmax, step * qt.fmt.qmax
         inside = (W >= lo) & (W <= hi)
         err = np.abs(qt.dequantize() - W)
-        assert inside.mean() > 0.95  # the row extremes may sit just past a rounded-down scale
+        assert inside.mean() > 0.9  # a rounded zero-point shifts the grid by up to half a step
         assert np.all(err[inside] <= step[inside] * (0.5 + 1e-6)), w_name
