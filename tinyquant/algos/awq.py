@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyquant.algos.qgrid import minmax_qparams, quantize_codes
-from tinyquant.llm.model import Config, block, silu
+from tinyquant.llm.model import Config, attention, block, silu
 from tinyquant.quant import QTensor, get_format, pack
 
 QKV, GU = ("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up")
@@ -211,10 +211,12 @@ def awq_block(
     def q(w):
         return awq_fake_quantize(w, bits, group_size).astype(np.float64)
 
+    h1_3d = h1.reshape(x.shape)  # (B, T, d) the normed attention input
+
     def attn_out(ws):  # the attention sub-layer's output with q/k/v replaced
-        trial = dict(params)
-        trial.update({p + n + ".weight": w for n, w in zip(QKV, ws, strict=True)})
-        return _inputs(trial, cfg, i, x)[p + "attn_output.weight"] @ P[p + "attn_output.weight"].T
+        trial = {p + n + ".weight": w for n, w in zip(QKV, ws, strict=True)}
+        att_trial = attention(trial, cfg, i, h1_3d).reshape(-1, h1.shape[1])  # (N, d)
+        return att_trial @ P[p + "attn_output.weight"].T
 
     def mlp_out(ws):  # the MLP's output with gate/up replaced
         return (silu(h2 @ ws[0].T) * (h2 @ ws[1].T)) @ P[p + "ffn_down.weight"].T

@@ -248,33 +248,31 @@ def _lin(params: dict, name: str, x: np.ndarray, record: Record | None) -> np.nd
     return linear(x, params[name])
 
 
-def block(
+def attention(
     params: dict,
     cfg: Config,
     i: int,
-    x: np.ndarray,
+    h: np.ndarray,
     record: Record | None = None,
     cache: KVCache | None = None,
 ) -> np.ndarray:
-    """Transformer block ``i`` on the residual stream x (B, T, d) -> (B, T, d).
+    """Block ``i``'s causal self-attention on the normed stream h (B, T, d), before the output
+    projection: softmax(q kᵀ/√hd + mask) v with rotary q, k — (B, T, d) with heads concatenated.
 
-    With a ``cache``, the block's keys/values are written at positions [cache.pos, cache.pos + T)
-    and the queries attend over all cached positions; ``forward`` advances ``cache.pos``.
+    With a ``cache``, keys/values are written at positions [cache.pos, cache.pos + T) and the
+    queries attend over all cached positions.
     """
-    B, T, d = x.shape
+    B, T, d = h.shape
     H, hd = cfg.n_heads, cfg.head_dim
     p = f"blk.{i}."
     start = 0 if cache is None else cache.pos
-
-    # 1) attention sub-layer
-    h = rmsnorm(x, params[p + "attn_norm.weight"], cfg.norm_eps)  # (B, T, d)
     q = _lin(params, p + "attn_q.weight", h, record)  # (B, T, d)
     k = _lin(params, p + "attn_k.weight", h, record)
     v = _lin(params, p + "attn_v.weight", h, record)
     q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
     k = k.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
     v = v.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
-    cos, sin = rope_tables(np.arange(start, start + T), hd, cfg.rope_theta, x.dtype)
+    cos, sin = rope_tables(np.arange(start, start + T), hd, cfg.rope_theta, h.dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:
         cache.k[i][:, :, start : start + T] = k
@@ -289,7 +287,27 @@ def block(
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
     att = scores @ v  # (B, H, T, hd)
-    att = att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
+    return att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
+
+
+def block(
+    params: dict,
+    cfg: Config,
+    i: int,
+    x: np.ndarray,
+    record: Record | None = None,
+    cache: KVCache | None = None,
+) -> np.ndarray:
+    """Transformer block ``i`` on the residual stream x (B, T, d) -> (B, T, d).
+
+    With a ``cache``, the block's keys/values are written at positions [cache.pos, cache.pos + T)
+    and the queries attend over all cached positions; ``forward`` advances ``cache.pos``.
+    """
+    p = f"blk.{i}."
+
+    # 1) attention sub-layer
+    h = rmsnorm(x, params[p + "attn_norm.weight"], cfg.norm_eps)  # (B, T, d)
+    att = attention(params, cfg, i, h, record, cache)  # (B, T, d)
     x = x + _lin(params, p + "attn_output.weight", att, record)
 
     # 2) SwiGLU MLP sub-layer
