@@ -13,9 +13,14 @@ repeats, ``tinyquant.bench.time_it``):
   ``DECODE_BYTES`` (1.1 GB, more than twice the 480 MiB L3 this machine reports): a benchmark
   that re-reads a cache-resident matrix measures the cache, not DRAM. ``gbps`` = bytes of the
   format's weights (codes + scales) read per second;
+* what dequantizing the whole weight per token costs (one 11008 × 4096 matrix, re-read: it fits
+  in the L3, so these three rows are cache-speed figures);
 * cold import + compile of all kernels, and a warm import from Numba's cache, in subprocesses.
 
-Rows print to stderr as they finish (stdout stays clean for ``--json``).
+Rows print to stderr as they finish (stdout stays clean for ``--json``). On a shared machine,
+``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 tinyquant bench kernels`` gives steadier ratios:
+with two threads each parallel kernel call waits for a time slice on the busy core, and the
+decode figures then measure the scheduler (every format ≈ the same time per block).
 Shape legend: T tokens per step, d model width, F d_ff, M/K/N GEMM sizes.
 """
 
