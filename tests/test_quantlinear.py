@@ -8,7 +8,7 @@ weights being trained, only on the quantized weights being the same on both path
 import numpy as np
 import pytest
 
-from tinyquant.kernels import vnni
+from tinyquant.kernels import reference, vnni
 from tinyquant.llm import model
 from tinyquant.llm.checkpoint import SHIPPED, load_checkpoint
 from tinyquant.qmodel import QuantLinear
@@ -49,9 +49,11 @@ def test_fake_and_int_paths_agree_on_one_linear(fmt, g, act_bits, T):
     y_fake = ql.forward(x)
     ql.path = "int"
     y_int = ql.forward(x)
-    # both are x̂ Ŵᵀ in float32, summed in different orders
-    bound = 1e-5 * (np.abs(x) @ np.abs(ql.qtensor.dequantize()).T) + 1e-6
-    assert np.all(np.abs(y_fake - y_int) <= bound)
+    if act_bits == 8:  # exact integer sums on both paths
+        assert np.array_equal(y_fake, y_int)
+    else:  # x Ŵᵀ in float32, summed in different orders
+        bound = 1e-5 * (np.abs(x) @ np.abs(ql.qtensor.dequantize()).T) + 1e-6
+        assert np.all(np.abs(y_fake - y_int) <= bound)
 
 
 def test_forward_keeps_leading_axes_and_returns_float32():
@@ -86,15 +88,10 @@ def test_unknown_path_is_an_error():
         QuantLinear.from_weight(np.ones((4, 32), np.float32), "int8", 32, path="fast")
 
 
-def _log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
 @pytest.mark.parametrize("fmt, g, act_bits", [s for s in SCHEMES if s[2] is None])
 def test_weight_only_model_logits_agree_between_the_fake_and_int_paths(fmt, g, act_bits):
     # both paths compute x Ŵᵀ with the same Ŵ; only float32 summation order differs
-    # (measured on the step-1250 checkpoint: relative logit difference ≈ 6e-7)
+    # (measured: relative logit difference ≈ 6e-7)
     params, cfg = _model()
     tokens = np.frombuffer(b"ROMEO: But soft, what light through yonder window breaks?", np.uint8)
     tokens = tokens.astype(np.int64)
@@ -105,19 +102,26 @@ def test_weight_only_model_logits_agree_between_the_fake_and_int_paths(fmt, g, a
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_w8a8_model_log_probs_agree_between_the_fake_and_int_paths(kind):
-    # Each W8A8 Linear is bit-identical to its reference (test_kernels.py), but the paths feed
-    # the next layer float32 values that differ in the last bit; where such a value sits on a
-    # rounding tie of the per-token quantizer, the two paths pick adjacent int8 codes, and that
-    # one-step difference propagates. Hence a bound on log-probabilities, not on bits
-    # (measured: max |Δ log p| ≈ 0.06 nats, top-1 identical).
+def test_w8a8_model_logits_are_identical_on_the_fake_and_int_paths(kind):
+    # the W8A8 fake path sums integer-valued floats exactly (float64), so every Linear — and
+    # hence the whole model — gives the same bits as the integer kernels
     params, cfg = _model()
     tokens = np.frombuffer(b"ROMEO: But soft, what light through yonder window breaks?", np.uint8)
     tokens = tokens.astype(np.int64)
     fake = model.forward(_quantize(params, "int8", None, 8, "fake"), tokens, cfg)
     logits = model.forward(_quantize(params, "int8", None, 8, "int", kind), tokens, cfg)
-    assert np.abs(_log_softmax(logits) - _log_softmax(fake)).max() <= 0.25
-    assert np.mean(logits.argmax(-1) == fake.argmax(-1)) >= 0.95
+    assert np.array_equal(logits, fake)
+
+
+def test_w8a8_fake_path_is_the_float_product_of_the_dequantized_operands():
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((40, 96)).astype(np.float32)
+    x = rng.standard_normal((5, 96)).astype(np.float32)
+    ql = QuantLinear.from_weight(w, "int8", None, act_bits=8)
+    q, s = reference.quantize_per_token(x)
+    x_hat = q.astype(np.float64) * s[:, None]
+    w_hat = ql.qtensor.dequantize().astype(np.float64)
+    np.testing.assert_allclose(ql.forward(x), x_hat @ w_hat.T, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow  # 2 × 30 decoding steps of the whole model per case

@@ -3,14 +3,16 @@
 A quantized model is the model's own params dict in which weights are replaced by QuantLinear
 objects; the model's single call site ``linear(x, w)`` calls ``w.forward(x)``:
 
-    fake path:  y = x̂ Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32), x̂ = x (weight-only)
-                                                   or x̂ = s_x · q_x (W8A8, per-token int8)
+    fake path:  y = x Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32)         (weight-only)
+                y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum in float64   (W8A8, exact)
     int path:   the Numba kernels on the packed codes (``tinyquant.kernels``):
                 weight-only  y = Σ_g s·(Σ q·x − z·Σx)        (prepacked rows-in-lanes layout)
                 W8A8         y = s_x · s_w · (q_x q_wᵀ)       (exact int32 accumulation)
 
-Both paths compute the same function; they differ only by float32 rounding (the int path
-reassociates sums), which the tests bound on the whole model (logits and greedy generation).
+Both paths compute the same function. Weight-only: they differ only by float32 rounding (the
+int path reassociates sums), which the tests bound on the whole model. W8A8: they agree to the
+bit — necessarily, since a last-bit difference can flip a per-token activation code at a
+rounding tie, and such a flip propagates through the following layers.
 Refs: Jacob et al. 2018 (fake quantization vs integer inference); Frantar et al. 2023 "GPTQ" and
 Lin et al. 2024 "AWQ" (weight-only, group-wise); Xiao et al. 2023 "SmoothQuant" (W8A8).
 Shape legend: T tokens (all leading axes flattened), I in features, O out features,
@@ -144,12 +146,18 @@ class QuantLinear:
         from tinyquant.kernels.checks import check_activations
         from tinyquant.kernels.reference import quantize_per_token
 
-        if self._w_fake is None:
-            self._w_fake = self.qtensor.dequantize().astype(np.float32)  # (O, I)
         if self.act_bits == 8:
+            # x̂ Ŵᵀ = s_x s_wᵀ ⊙ (q_x q_wᵀ): the scales factor out of the sum (they sit on t and
+            # o); the integer-valued sum is exact in float64, so this float reference and the
+            # integer kernel agree to the bit
+            if self._w_fake is None:
+                self._w_fake = self.qtensor.unpacked_codes().astype(np.float64)  # q_w (O, I)
             check_activations(x)
             q, s = quantize_per_token(x)  # (T, I) int8, (T,)
-            x = q.astype(np.float32) * s[:, None]  # x̂ = s_x · q_x
+            acc = (q.astype(np.float64) @ self._w_fake.T).astype(np.float32)  # (T, O) exact
+            return acc * s[:, None] * self.qtensor.scale_values()[None, :, 0]
+        if self._w_fake is None:
+            self._w_fake = self.qtensor.dequantize().astype(np.float32)  # Ŵ (O, I)
         return (x @ self._w_fake.T).astype(np.float32)  # (T, O)
 
     def _forward_int(self, x: np.ndarray) -> np.ndarray:
