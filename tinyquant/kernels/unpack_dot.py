@@ -44,6 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 ROWS = 64  # rows per block = 4 vectors of 16 float32 lanes
+PREFETCH_BYTES = 2048  # how far ahead of the current column the weights are prefetched
 _LANES = 16
 
 
@@ -83,6 +84,11 @@ def _make_unpack_dot(bits: int, tt: int, lut: bool):
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(v16f, [v16f, v16f, v16f]), "llvm.fma.v16f32"
             )
+            prefetch = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+                "llvm.prefetch.p0",
+            )
             permvar = cgutils.get_or_insert_function(
                 builder.module,
                 ir.FunctionType(v16f, [v16f, v16i]),
@@ -110,6 +116,10 @@ def _make_unpack_dot(bits: int, tt: int, lut: bool):
                 accs.append(p)
             # 1) the 64 codes of column i as four <16 x float>: rows 16j … 16j + 15
             col = builder.gep(wp, [builder.mul(i, i64(bpc))])
+            # software prefetch PREFETCH_BYTES ahead (read, keep in all caches): the hardware
+            # streamer alone left decoding ≈ 25% below DRAM bandwidth (measured, W8, 1 thread)
+            ahead = builder.gep(col, [i64(PREFETCH_BYTES)])
+            builder.call(prefetch, [ahead, i32(0), i32(3), i32(1)])
             raw: dict[int, ir.Value] = {}
             q = []
             for j in range(4):

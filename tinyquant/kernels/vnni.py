@@ -135,6 +135,8 @@ def _make_tile(mr: int):
             b_v, a_v, lda_v, k4_v, c_v, ldc_v = args
             fnty = ir.FunctionType(v16, [v16, v16, v16])
             dp = cgutils.get_or_insert_function(builder.module, fnty, _VPDPBUSD)
+            pfty = ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32])
+            prefetch = cgutils.get_or_insert_function(builder.module, pfty, "llvm.prefetch.p0")
             bp = builder.inttoptr(b_v, i8.as_pointer())
             ap = builder.inttoptr(a_v, i8.as_pointer())
             cp = builder.inttoptr(c_v, i8.as_pointer())
@@ -157,6 +159,10 @@ def _make_tile(mr: int):
                 p.add_incoming(zero, entry)
                 accs.append(p)
             b_k = builder.gep(bp, [builder.mul(k, i64(4 * PANEL))])
+            # software prefetch of the panel stream, PREFETCH_BYTES ahead (as in unpack_dot)
+            for j in range(nv):
+                ahead = builder.gep(b_k, [i64(PREFETCH_BYTES + 64 * j)])
+                builder.call(prefetch, [ahead, i32(0), i32(3), i32(1)])
             b_vecs = []
             for j in range(nv):
                 ptr = builder.bitcast(builder.gep(b_k, [i64(64 * j)]), v16.as_pointer())
@@ -214,6 +220,7 @@ def pack_panels(u: np.ndarray) -> np.ndarray:
 
 
 _VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+PREFETCH_BYTES = 2048  # how far ahead in the panel stream to prefetch
 
 # The tiles the GEMM driver uses: 6 activation rows × 64 columns for the bulk (24 accumulators +
 # 4 panel vectors + 1 broadcast = 29 of the 32 zmm registers), and 1 × 64 for the rest.
