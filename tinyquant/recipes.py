@@ -118,7 +118,7 @@ PRESETS: dict[str, Recipe] = {
             "int8 per-row weights × int8 per-token dynamic activations",
             symmetric=True,
             activations="per_token",
-        ),  # fmt: skip
+        ),
         _w(
             "w8a8-o1",
             "int8",
@@ -126,7 +126,7 @@ PRESETS: dict[str, Recipe] = {
             symmetric=True,
             per_tensor=True,
             activations="per_token",
-        ),  # fmt: skip
+        ),
         _w(
             "w8a8-o2",
             "int8",
@@ -134,7 +134,7 @@ PRESETS: dict[str, Recipe] = {
             symmetric=True,
             per_tensor=True,
             activations="per_tensor",
-        ),  # fmt: skip
+        ),
         _w(
             "w8a8-o3",
             "int8",
@@ -142,7 +142,7 @@ PRESETS: dict[str, Recipe] = {
             symmetric=True,
             per_tensor=True,
             activations="per_tensor_static",
-        ),  # fmt: skip
+        ),
         _w(
             "w8a8-smoothquant",
             "int8",
@@ -151,14 +151,14 @@ PRESETS: dict[str, Recipe] = {
             per_tensor=True,
             activations="per_tensor_static",
             smooth_alpha=0.5,
-        ),  # fmt: skip
+        ),
         _w(
             "llm.int8",
             "int8",
             "LLM.int8(): vector-wise int8, |x| ≥ 6 features in float",
             symmetric=True,
             method="llm_int8",
-        ),  # fmt: skip
+        ),
         _w("nf4", "nf4", "QLoRA NormalFloat4, absmax blocks of 64, double-quantized absmax"),
         _w("w4-rtn", "uint4", "4-bit round-to-nearest, one (scale, zero) per row"),
         _w("w4-rtn-g128", "uint4", "4-bit round-to-nearest, groups of 128", group_size=128),
@@ -170,14 +170,15 @@ PRESETS: dict[str, Recipe] = {
             "4-bit GPTQ per row, act-order",
             method="gptq",
             act_order=True,
-        ),  # fmt: skip
+        ),
         _w(
             "w4-awq",
             "uint4",
             "4-bit AWQ (activation-aware scales + clip), groups of 128",
             method="awq",
             group_size=128,
-        ),  # fmt: skip
+            calib_sequences=32,
+        ),
         _w("w3-rtn", "uint3", "3-bit round-to-nearest per row"),
         _w("w3-gptq", "uint3", "3-bit GPTQ per row", method="gptq"),
         _w(
@@ -186,7 +187,7 @@ PRESETS: dict[str, Recipe] = {
             "3-bit GPTQ per row, act-order",
             method="gptq",
             act_order=True,
-        ),  # fmt: skip
+        ),
         _w("w2-rtn", "uint2", "2-bit round-to-nearest per row"),
         _w("w2-rtn-g64", "uint2", "2-bit round-to-nearest, groups of 64", group_size=64),
         _w("w2-gptq", "uint2", "2-bit GPTQ per row", method="gptq"),
@@ -194,12 +195,12 @@ PRESETS: dict[str, Recipe] = {
         _w(
             "w2-gptq-hadamard",
             "uint2",
-            "2-bit GPTQ on Hadamard-rotated weights, groups of 64",
+            "2-bit GPTQ on Hadamard-rotated weights, MSE-fitted grids, groups of 64",
             method="gptq",
             group_size=64,
             rotate=True,
             mse=True,
-        ),  # fmt: skip
+        ),
     ]
 }
 
