@@ -196,9 +196,18 @@ def model_nbytes(params: dict) -> int:
 
 
 def decode_tokens_per_s(
-    params: dict, cfg: Config, n_tokens: int = 64, prompt_len: int = 16, repeats: int = 3
+    params: dict,
+    cfg: Config,
+    n_tokens: int = 64,
+    prompt_len: int = 16,
+    repeats: int = 3,
+    threads: int | None = 1,
 ) -> float:
     """Batch-1 greedy decoding speed with a KV cache (median over ``repeats`` runs).
+
+    ``threads`` caps Numba's kernel threads while timing (``None``: leave as is). On this
+    model's small matrices a parallel hand-off costs more than the work it splits, and on a
+    busy machine it waits for a time slice on every call; one thread measures the kernels.
 
     Each run prefills ``prompt_len`` bytes, takes one untimed step (kernels warm), then times
     ``n_tokens`` single-token steps.
@@ -210,6 +219,18 @@ def decode_tokens_per_s(
         )
     dtype = params["token_embd.weight"].dtype
     prompt = (np.arange(prompt_len) * 7 + 65) % cfg.vocab_size
+    import numba
+
+    before = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _decode_rate(params, cfg, prompt, n_tokens, repeats, dtype)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _decode_rate(params, cfg, prompt, n_tokens, repeats, dtype) -> float:
     rates = []
     for _ in range(repeats):
         cache = new_cache(cfg, 1, dtype)
