@@ -146,28 +146,38 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
-    """Perplexity against bits per weight (log x), the Pareto frontier joined; saved as PNG."""
+    """Perplexity against bits per weight (log x), the Pareto frontier joined; saved as PNG.
+
+    Two panels: every recipe, and a zoom on the ones within 3% of the best perplexity.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     front = pareto_front(rows)
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    for r in rows:
-        on = r["scheme"] in front
-        ax.scatter(r["bits_per_weight"], r["perplexity"], s=36 if on else 22,
-                   color="C3" if on else "C0", zorder=3)  # fmt: skip
-        ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")  # fmt: skip
     pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows if r["scheme"] in front)
-    ax.plot(*zip(*pts, strict=True), color="C3", lw=1, label="Pareto frontier", zorder=2)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("bits per weight of the quantized Linears (codes + scales + zeros)")
-    ax.set_ylabel("validation perplexity (per byte)")
-    ax.set_title("tinyquant compare: size vs quality on the shipped Shakespeare model")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    best = min(r["perplexity"] for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), dpi=110)
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        shown = [r for r in rows if not zoom or r["perplexity"] <= 1.03 * best]
+        for k, r in enumerate(shown):
+            on = r["scheme"] in front
+            ax.scatter(r["bits_per_weight"], r["perplexity"], s=36 if on else 22,
+                       color="C3" if on else "C0", zorder=3)  # fmt: skip
+            if zoom or r["perplexity"] > 1.03 * best or r["scheme"] == "fp32":
+                dy = 3 + 7 * (k % 3) if zoom else 3  # stagger labels of neighbouring points
+                ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7,
+                            xytext=(4, dy), textcoords="offset points")  # fmt: skip
+        line = [(b, p) for b, p in pts if not zoom or p <= 1.03 * best]
+        ax.plot(*zip(*line, strict=True), color="C3", lw=1, label="Pareto frontier", zorder=2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("bits per weight of the quantized Linears (codes + scales + zeros)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title("within 3% of the best perplexity" if zoom else "every recipe")
+    axes[0].set_ylabel("validation perplexity (per byte)")
+    axes[0].legend()
+    fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
