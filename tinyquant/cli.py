@@ -21,12 +21,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from tinyquant.compare import CompareConfig, format_table, plot_results, run_compare, to_json
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
     config = CompareConfig.quick() if args.quick else CompareConfig()
     if args.eval_bytes is not None:
-        config = CompareConfig(**{**config.__dict__, "eval_bytes": args.eval_bytes})
+        config = dataclasses.replace(config, eval_bytes=args.eval_bytes)
     rows = run_compare(schemes, config, args.checkpoint)  # progress bar on stderr
     if args.json:
         print(to_json(rows))
