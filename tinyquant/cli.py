@@ -1,4 +1,4 @@
-"""The ``tinyquant`` command: train | eval | generate | bench | compare.
+"""The ``tinyquant`` command: train | eval | generate | quantize | compare | bench.
 
 Each sub-command is a thin argparse front over a library function; heavy imports happen inside
 the handlers so that ``tinyquant --help`` is instant.
@@ -20,23 +20,57 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind=int):
+    """An argparse type: a number > 0 (the error names the value and what to give)."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return v
+
+    return parse
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from tinyquant.api import load_recipe
     from tinyquant.compare import CompareConfig, format_table, plot_results, run_compare, to_json
+    from tinyquant.evaluate import EvalSample
+    from tinyquant.presets import PRESETS
 
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
-    config = CompareConfig.quick() if args.quick else CompareConfig()
-    if args.eval_bytes is not None:
-        config = dataclasses.replace(config, eval_bytes=args.eval_bytes)
-    rows = run_compare(schemes, config, args.checkpoint)  # progress bar on stderr
-    if args.json:
-        print(to_json(rows))
+    if args.schemes is not None:
+        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+        if not schemes:
+            raise ValueError("--schemes is empty; name presets such as w4-rtn,w4-gptq")
     else:
-        print(format_table(rows))
+        schemes = list(PRESETS) if args.all else None
+    if args.recipe:
+        schemes = (schemes or []) + [load_recipe(p) for p in args.recipe]
+    config = CompareConfig.quick() if args.quick else CompareConfig()
+    if args.full or args.windows is not None:
+        sample = EvalSample.full() if args.full else EvalSample(n_windows=args.windows)
+        config = dataclasses.replace(config, sample=sample)
+    rows = run_compare(schemes, config, args.checkpoint)  # progress bar on stderr
+    print(to_json(rows) if args.json else format_table(rows))
     if args.plot:
         out = plot_results(rows, args.plot)
         print(f"plot written to {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    import tinyquant as tq
+
+    model = tq.load(args.checkpoint)
+    q = tq.quantize(model, args.recipe)
+    q.save(args.out)
+    print(f"{q.recipe.name}: {q.bits_per_weight:.3f} bits per weight, {q.nbytes / 1e6:.2f} MB "
+          f"→ {args.out}")  # fmt: skip
     return 0
 
 
@@ -68,36 +102,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from tinyquant.llm.checkpoint import load_checkpoint
+    import tinyquant as tq
     from tinyquant.llm.data import val_bytes
-    from tinyquant.metrics import eval_loss
+    from tinyquant.llm.nll import eval_loss
 
-    params, cfg, _ = load_checkpoint(args.checkpoint)
-    r = eval_loss(params, cfg, val_bytes(), max_bytes=args.max_bytes)
+    model = tq.load(args.checkpoint)
+    r = eval_loss(model.params, model.cfg, val_bytes(), max_bytes=args.max_bytes)
+    if model.recipe.rules:  # a quantized model: the one evaluator against its FP32 base
+        ev = tq.evaluate(model)
+        r |= {"recipe": model.recipe.name, "bits_per_weight": model.bits_per_weight} | {
+            k: v for k, v in ev.as_dict().items() if k != "perplexity"}  # fmt: skip
     if args.json:
         print(json.dumps(r))
-    else:
-        print(
-            f"validation loss {r['val_loss']:.4f} nats/byte · perplexity {r['perplexity']:.3f} · "
-            f"{r['bits_per_byte']:.4f} bits/byte · {r['tokens']} bytes"
-        )
+        return 0
+    print(f"validation loss {r['val_loss']:.4f} nats/byte · perplexity {r['perplexity']:.3f} · "
+          f"{r['bits_per_byte']:.4f} bits/byte · {r['tokens']} bytes")  # fmt: skip
+    if "recipe" in r:
+        lo, hi = r["delta_ppl_ci95"]
+        print(f"{r['recipe']} vs FP32 on the evaluation sample: Δppl {r['delta_ppl_pct']:+.2f}% "
+              f"[{lo:+.2f}, {hi:+.2f}] · KL {r['kl']:.5f} · top-1 {100 * r['top1']:.2f}%")  # fmt: skip
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from tinyquant.llm.checkpoint import load_checkpoint
-    from tinyquant.llm.model import generate
+    import tinyquant as tq
 
-    params, cfg, _ = load_checkpoint(args.checkpoint)
-    text = generate(
-        params,
-        cfg,
-        args.prompt,
-        args.n,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        seed=args.seed,
-    )
+    model = tq.load(args.checkpoint)
+    text = model.generate(args.prompt, args.n, temperature=args.temperature, top_k=args.top_k,
+                          seed=args.seed)  # fmt: skip
     print(args.prompt + text)
     return 0
 
@@ -128,8 +160,9 @@ def _add_llm_commands(sub) -> None:
         help="validation loss, perplexity and bits per byte on the held-out plays",
         description="Evaluate a checkpoint (the shipped one by default) on the validation plays.",
     )
-    p.add_argument("--checkpoint", default=None, help="safetensors file (default: shipped model)")
-    p.add_argument("--max-bytes", type=int, default=None, help="evaluate only this prefix")
+    p.add_argument("--checkpoint", default=None,
+                   help="a model or quantized checkpoint (default: the shipped model)")  # fmt: skip
+    p.add_argument("--max-bytes", type=_positive(), default=None, help="evaluate only this prefix")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
 
@@ -139,8 +172,10 @@ def _add_llm_commands(sub) -> None:
         description="Continue a prompt byte by byte (KV-cache decoding).",
     )
     p.add_argument("prompt", nargs="?", default="ROMEO:\n", help="text to continue")
-    p.add_argument("-n", type=int, default=400, help="bytes to generate (default 400)")
-    p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
+    p.add_argument("-n", type=_positive(), default=400, help="bytes to generate (default 400)")
+    p.add_argument(
+        "--temperature", type=_positive(float), default=0.8, help="> 0; lower is greedier"
+    )
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest bytes")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--checkpoint", default=None, help="safetensors file (default: shipped model)")
@@ -154,21 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from tinyquant.recipes import PRESETS  # light: no kernels compiled at import
+    from tinyquant.presets import PRESETS  # light: no kernels compiled at import
 
     p = sub.add_parser(
         "compare",
-        help="quantize the shipped model every way; size, perplexity, KL, top-1, speed",
-        description="Quantize the model with every preset (or --schemes) and compare them on "
-        "the same validation bytes. Presets: " + ", ".join(PRESETS),
+        help="quantize the shipped model every way; size, Δppl, KL, top-1 with intervals, speed",
+        description="Quantize the model with every preset (or --schemes / --recipe) and score "
+        "each with the one evaluator on the same validation windows. Presets: "
+        + ", ".join(PRESETS),
     )
-    p.add_argument("--schemes", help="comma-separated presets (default: all)")
-    p.add_argument("--quick", action="store_true", help="few eval bytes and calibration windows")
-    p.add_argument("--eval-bytes", type=int, help="validation bytes scored per scheme")
+    p.add_argument("--schemes", help="comma-separated presets (default: the curated set)")
+    p.add_argument("--all", action="store_true", help="every preset")
+    p.add_argument("--recipe", action="append", help="a recipe JSON file (repeatable)")
+    p.add_argument("--quick", action="store_true", help="few windows and calibration windows")
+    p.add_argument("--full", action="store_true", help="score every validation window")
+    p.add_argument("--windows", type=_positive(), help="evaluation windows (default 512)")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")
     p.add_argument("--plot", default="compare.png", help="PNG path ('' for none)")
     p.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped one)")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "quantize",
+        help="quantize a model by a recipe and save the quantized checkpoint",
+        description="Apply a preset (or a recipe JSON file) and write packed codes, scales, "
+        "zeros, rotation seeds and the recipe to a safetensors file.",
+    )
+    p.add_argument("--recipe", required=True, help="a preset name or a recipe .json file")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--checkpoint", help="the FP32 checkpoint (default: the shipped one)")
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser(
         "bench",
@@ -189,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"tinyquant {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"tinyquant {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

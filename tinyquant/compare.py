@@ -1,16 +1,18 @@
 """``tinyquant compare``: quantize the shipped model every way and put the results side by side.
 
-For each recipe: quantize (calibrating on training plays where the recipe needs it), then on
-the same held-out validation bytes measure
+For each recipe: quantize (calibrating on training plays where the recipe needs it), then score
+it with the one evaluator (``tinyquant.evaluate``) on the same validation windows:
 
-    perplexity and Δppl % against FP32 · KL(p_fp32 ‖ p_q) · top-1 agreement with FP32 ·
-    exact bytes and bits per weight of the quantized Linears · batch-1 decode tokens/s
+    perplexity and Δppl % against FP32 with its paired 95% interval · mean KL(p_fp32 ‖ p_q) with
+    its interval and 99th percentile · top-1 agreement · exact bytes and bits per weight ·
+    batch-1 decode tokens/s
 
-Perplexity, KL and top-1 run on the fake-quant path (dequantized weights, BLAS matmuls: the
-same function as the integer path up to float rounding, which the tests bound); tokens/s runs on
-the integer kernels wherever a recipe has them (``path`` column), else on the fake path.
-A plot of perplexity against bits per weight marks the Pareto frontier: the recipes no other
-recipe beats on both size and perplexity.
+Quality runs on the fake-quant path (dequantized weights, BLAS matmuls: the same function as
+the integer path up to float rounding, which the tests bound); tokens/s runs on the integer
+kernels wherever a recipe has them (``path`` column), else on the fake path. The FP32 reference
+log-probabilities are computed once and shared by every recipe, as is the calibration text.
+A plot of Δppl against bits per weight marks the Pareto frontier: the recipes no other recipe
+beats on both size and perplexity.
 """
 
 from __future__ import annotations
@@ -19,31 +21,33 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinyquant.llm.checkpoint import load_checkpoint
-from tinyquant.llm.data import calibration_samples, val_bytes
-from tinyquant.metrics import (
-    decode_tokens_per_s,
-    eval_loss,
-    eval_vs_reference,
-    reference_logprobs,
-)
-from tinyquant.recipes import PRESETS, bits_per_weight, get_recipe, model_bytes, quantize_model
+from tinyquant.bootstrap import interval_str
+from tinyquant.evaluate import EvalSample, Evaluator
+from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
+from tinyquant.llm.data import calibration_samples
+from tinyquant.metrics import decode_tokens_per_s
+from tinyquant.presets import PRESETS, get_recipe
+from tinyquant.qmodel import quantize_model
+from tinyquant.recipe import Recipe
 
-__all__ = ["CompareConfig", "run_compare", "format_table", "pareto_front", "plot_results"]
+__all__ = ["CompareConfig", "DEFAULT_SCHEMES", "run_compare", "format_table", "pareto_front",
+           "plot_results", "to_json"]  # fmt: skip
+
+DEFAULT_SCHEMES = tuple(PRESETS)  # every preset fits the default run's budget
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """What ``tinyquant compare`` measures; the defaults finish in minutes on 2 cores."""
 
-    eval_bytes: int = 65_536  # validation bytes scored per recipe (a fixed prefix)
-    calib_sequences: int = 128  # calibration windows (GPTQ's reference used 128)
+    sample: EvalSample = field(default_factory=EvalSample)  # the evaluation windows
+    calib_windows: int = 128  # calibration windows (GPTQ's reference used 128)
     calib_length: int = 256  # bytes per calibration window
     calib_seed: int = 0  # which training windows are drawn
     decode_tokens: int = 64  # timed single-token steps for tokens/s
@@ -52,67 +56,39 @@ class CompareConfig:
     @classmethod
     def quick(cls) -> CompareConfig:
         """Small enough for CI and smoke tests."""
-        return cls(eval_bytes=8_192, calib_sequences=16, decode_tokens=16, decode_repeats=1)
-
-
-def _set_int_path(qparams: dict) -> bool:
-    """Switch every quantized Linear that has integer kernels to them; True if any did."""
-    switched = False
-    for obj in qparams.values():
-        inner = obj
-        while hasattr(inner, "inner") and not isinstance(inner, np.ndarray):
-            inner = inner.inner  # RotatedLinear, ActQuantLinear wrap a QuantLinear
-        if hasattr(inner, "path") and hasattr(inner, "qtensor"):
-            try:
-                inner.path = "int"
-                switched = True
-            except ValueError:
-                pass  # a format without an integer kernel stays on the fake path
-    return switched
+        return cls(EvalSample.quick(), calib_windows=16, decode_tokens=16, decode_repeats=1)
 
 
 def run_compare(
-    schemes: Sequence[str] | None = None,
+    schemes: Sequence[str | Recipe] | None = None,
     config: CompareConfig | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """One row per recipe: scheme, bits_per_weight, bytes, perplexity, delta_ppl_pct, kl, top1,
-    tokens_per_s, path, seconds (time to quantize). ``schemes`` defaults to every preset."""
-    cfg_c = config or CompareConfig()
-    names = list(schemes) if schemes else list(PRESETS)
-    recipes = [get_recipe(n) for n in names]  # unknown names fail before any work
+    """One row per recipe (the keys of ``format_table`` and ``EvalResult.as_dict``)."""
+    cc = config or CompareConfig()
+    recipes = [get_recipe(n) for n in (schemes or DEFAULT_SCHEMES)]  # unknown names fail first
     params, cfg, _meta = load_checkpoint(checkpoint)
-    data = val_bytes()
-    calib = calibration_samples(cfg_c.calib_sequences, cfg_c.calib_length, seed=cfg_c.calib_seed)
-    ref_logp = reference_logprobs(params, cfg, data, cfg_c.eval_bytes)
-    ref_ppl = eval_loss(params, cfg, data, cfg_c.eval_bytes)["perplexity"]
+    sha = tensors_sha256(params)
+    calib = calibration_samples(cc.calib_windows, cc.calib_length, seed=cc.calib_seed)
+    ev = Evaluator(params, cfg, cc.sample)
     rows = []
     bar = tqdm(recipes, desc="compare", unit="recipe", disable=not progress)
     for r in bar:
         bar.set_postfix_str(r.name)
         t0 = time.perf_counter()
-        q = quantize_model(params, cfg, r, calib if r.needs_calibration else None)
+        q = quantize_model(params, cfg, r, calib if r.needs_calibration else None,
+                           base_sha256=sha)  # fmt: skip
         seconds = time.perf_counter() - t0
-        ev = eval_vs_reference(q, cfg, data, ref_logp, cfg_c.eval_bytes)
-        path = "int" if _set_int_path(q) else "fake"
-        tps = decode_tokens_per_s(q, cfg, cfg_c.decode_tokens, repeats=cfg_c.decode_repeats)
+        res = ev.evaluate(q.params)
+        fast = q.with_path("int")
+        tps = decode_tokens_per_s(fast.params, cfg, cc.decode_tokens, repeats=cc.decode_repeats)
         rows.append(
-            {
-                "scheme": r.name,
-                "description": r.description,
-                "bits_per_weight": bits_per_weight(q, cfg, r),
-                "bytes": model_bytes(q, r),
-                "perplexity": ev["perplexity"],
-                "delta_ppl_pct": 100.0 * (ev["perplexity"] / ref_ppl - 1.0),
-                "kl": ev["kl"],
-                "top1": ev["top1"],
-                "tokens_per_s": tps,
-                "path": path,
-                "quantize_seconds": seconds,
-                "eval_tokens": ev["tokens"],
-            }
-        )
+            {"scheme": r.name, "description": r.description,
+             "bits_per_weight": q.bits_per_weight, "bytes": q.nbytes}
+            | res.as_dict()
+            | {"tokens_per_s": tps, "path": fast.path, "quantize_seconds": seconds}
+        )  # fmt: skip
     return rows
 
 
@@ -133,58 +109,101 @@ def pareto_front(rows: Sequence[dict]) -> list[str]:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """The comparison as a Markdown table (what the CLI prints and the README shows)."""
-    head = "| scheme | bits/weight | MB | perplexity | Δppl % | KL | top-1 % | tokens/s | path |"
-    lines = [head, "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+    """The comparison as a Markdown table (what the CLI prints and the README shows).
+
+    Δppl and KL carry their paired 95% intervals; ``≈0`` marks a Δ whose interval contains 0.
+    """
+    head = ("| scheme | bits/weight | MB | perplexity | Δppl % [95% CI] | KL [95% CI] | KL p99 "
+            "| top-1 % | tokens/s | path |")  # fmt: skip
+    lines = [head, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in rows:
+        kl = f"{r['kl']:.5f} [{r['kl_ci95'][0]:.5f}, {r['kl_ci95'][1]:.5f}]"
         lines.append(
             f"| {r['scheme']} | {r['bits_per_weight']:.3f} | {r['bytes'] / 1e6:.2f} | "
-            f"{r['perplexity']:.4f} | {r['delta_ppl_pct']:+.2f} | {r['kl']:.5f} | "
-            f"{100 * r['top1']:.2f} | {r['tokens_per_s']:.0f} | {r['path']} |"
+            f"{r['perplexity']:.4f} | {interval_str(r['delta_ppl_pct'], r['delta_ppl_ci95'])} | "
+            f"{kl} | {r['kl_p99']:.4f} | {100 * r['top1']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{r['path']} |"
         )
     return "\n".join(lines)
 
 
-def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
-    """Perplexity against bits per weight (log x), the Pareto frontier joined; saved as PNG.
+def to_json(rows: Sequence[dict]) -> str:
+    """One JSON document: the list of rows."""
+    return json.dumps(list(rows), indent=1)
 
-    Two panels: every recipe, and a zoom on the ones within 3% of the best perplexity.
+
+def _spread_labels(ys: list[float], gap: float) -> list[float]:
+    """Label heights (axes fraction) at least ``gap`` apart, each as near its point as it can be.
+
+    >>> [round(v, 2) for v in _spread_labels([0.5, 0.5, 0.51], 0.05)]
+    [0.45, 0.5, 0.55]
+    """
+    order = np.argsort(ys, kind="stable")
+    pos = np.array(ys, np.float64)[order]
+    for _ in range(200):  # push neighbours apart until no two overlap
+        moved = False
+        for k in range(1, len(pos)):
+            if pos[k] - pos[k - 1] < gap - 1e-12:
+                mid, half = (pos[k] + pos[k - 1]) / 2, gap / 2
+                pos[k - 1], pos[k] = mid - half, mid + half
+                moved = True
+        if not moved:
+            break
+    out = np.empty_like(pos)
+    out[order] = pos
+    return out.tolist()
+
+
+def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
+    """Δppl % (with 95% intervals) against bits per weight; saved as PNG.
+
+    Three panels: every recipe (symlog y), then the 8-bit and the 3–4.3-bit clusters zoomed, with
+    labels spread so none overlaps (a thin line joins each label to its point).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    front = pareto_front(rows)
-    pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows if r["scheme"] in front)
-    best = min(r["perplexity"] for r in rows)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), dpi=110)
-    for ax, zoom in zip(axes, (False, True), strict=True):
-        shown = [r for r in rows if not zoom or r["perplexity"] <= 1.03 * best]
-        for k, r in enumerate(shown):
-            on = r["scheme"] in front
-            ax.scatter(r["bits_per_weight"], r["perplexity"], s=36 if on else 22,
-                       color="C3" if on else "C0", zorder=3)  # fmt: skip
-            if zoom or r["perplexity"] > 1.03 * best or r["scheme"] == "fp32":
-                dy = 3 + 7 * (k % 3) if zoom else 3  # stagger labels of neighbouring points
-                ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7,
-                            xytext=(4, dy), textcoords="offset points")  # fmt: skip
-        line = [(b, p) for b, p in pts if not zoom or p <= 1.03 * best]
-        ax.plot(*zip(*line, strict=True), color="C3", lw=1, label="Pareto frontier", zorder=2)
-        ax.set_xscale("log", base=2)
+    front = set(pareto_front(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6.5), dpi=110,
+                             gridspec_kw={"width_ratios": [1.2, 1, 1]})  # fmt: skip
+    panels = [("every recipe", lambda r: True),
+              ("8 bits per weight", lambda r: 7.5 <= r["bits_per_weight"] <= 8.5),
+              ("3 to 4.3 bits per weight", lambda r: 2.9 <= r["bits_per_weight"] <= 4.3)]  # fmt: skip
+    for ax, (title, keep) in zip(axes, panels, strict=True):
+        shown = [r for r in rows if keep(r) and r["scheme"] != "fp32"]
+        for r in shown:
+            lo, hi = r["delta_ppl_ci95"]
+            d = r["delta_ppl_pct"]
+            ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt="o", ms=5,
+                        color="C3" if r["scheme"] in front else "C0", capsize=3, zorder=3)  # fmt: skip
+        ax.axhline(0.0, color="k", lw=0.8)
+        if title == "every recipe":
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("symlog", linthresh=0.5)
         ax.set_xlabel("bits per weight of the quantized Linears (codes + scales + zeros)")
+        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.set_title("within 3% of the best perplexity" if zoom else "every recipe")
-    axes[0].set_ylabel("validation perplexity (per byte)")
-    axes[0].legend()
-    fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model")
+        if not shown:
+            continue
+        fig.canvas.draw()
+        to_axes = ax.transAxes.inverted()
+        pts = [to_axes.transform(ax.transData.transform((r["bits_per_weight"], r["delta_ppl_pct"])))
+               for r in shown]  # fmt: skip
+        gap = 0.9 / max(len(shown), 1) if len(shown) > 18 else 0.045
+        ys = _spread_labels([float(p[1]) for p in pts], min(gap, 0.045))
+        for r, p, y in zip(shown, pts, ys, strict=True):
+            right = p[0] < 0.62
+            ax.annotate(r["scheme"], xy=p, xycoords="axes fraction",
+                        xytext=(p[0] + (0.08 if right else -0.08), y), textcoords="axes fraction",
+                        fontsize=7.5, ha="left" if right else "right", va="center",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})  # fmt: skip
+    axes[0].set_ylabel("Δ perplexity vs FP32, % (95% paired bootstrap interval)")
+    fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model "
+                 "(red: Pareto frontier)")  # fmt: skip
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def to_json(rows: Sequence[dict]) -> str:
-    """One JSON document: the list of rows."""
-    return json.dumps(list(rows), indent=1)

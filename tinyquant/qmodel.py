@@ -1,209 +1,217 @@
-"""Quantized models: ``QuantLinear`` — one quantized Linear, two execution paths.
+"""A quantized model, and ``quantize_model``: apply a recipe's rules to a trained model.
 
-A quantized model is the model's own params dict in which weights are replaced by QuantLinear
-objects; the model's single call site ``linear(x, w)`` calls ``w.forward(x)``:
+A model is the FP32 params dict in which weights are replaced by quantized Linears (the Linear
+protocol, ``tinyquant.linears``); the model's single call site ``linear(x, w)`` runs them, so
+one ``forward`` serves every recipe. ``quantize_model`` only orchestrates:
 
-    fake path:  y = x Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32)         (weight-only)
-                y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum in float64   (W8A8, exact)
-    int path:   the Numba kernels on the packed codes (``tinyquant.kernels``):
-                weight-only  y = Σ_g s·(Σ q·x − z·Σx)        (prepacked rows-in-lanes layout)
-                W8A8         y = s_x · s_w · (q_x q_wᵀ)       (exact int32 accumulation)
+    0) casts        fp16/bf16 tensors rounded (kept as float32 arrays, stored 2 bytes each)
+    1) SmoothQuant  fold s into the norms before q/k/v and gate/up (FP statistics)
+    2) AWQ          search and fold per-channel scales and clips, block by block (FP inputs)
+    3) the rest     sequentially when a rule needs statistics (GPTQ's H, static activation
+                    scales: block i calibrated on the quantized blocks before it), else directly;
+                    each weight by its rule's method (``methods.build_linear``)
 
-Both paths compute the same function. Weight-only: they differ only by float32 rounding (the
-int path reassociates sums), which the tests bound on the whole model. W8A8: they agree to the
-bit — necessarily, since a last-bit difference can flip a per-token activation code at a
-rounding tie, and such a flip propagates through the following layers.
-Refs: Jacob et al. 2018 (fake quantization vs integer inference); Frantar et al. 2023 "GPTQ" and
-Lin et al. 2024 "AWQ" (weight-only, group-wise); Xiao et al. 2023 "SmoothQuant" (W8A8).
-Shape legend: T tokens (all leading axes flattened), I in features, O out features,
-g group size, G = I / g.
+Bytes are counted once, here: every tensor at its stored width (a cast array 2 bytes per value,
+a quantized Linear its codes + scales + zeros + signs). ``bits_per_weight`` divides the stored
+bits of the block Linears (and any other quantized tensor) by their number of weights.
+Refs: Frantar et al. 2022 (sequential calibration); Lin et al. 2023; Xiao et al. 2022.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
 import numpy as np
 
-from tinyquant.quant import QTensor, quantize_tensor
+from tinyquant.algos.awq import awq_model
+from tinyquant.algos.calibrate import BlockCalib, calibrate_sequential, collect_stats
+from tinyquant.algos.smoothquant import smooth_model
+from tinyquant.linears import QLinear
+from tinyquant.llm.generate import generate
+from tinyquant.llm.model import Config, forward
+from tinyquant.methods import build_linear
+from tinyquant.presets import get_recipe
+from tinyquant.quant import get_format, round_to_format
+from tinyquant.recipe import AWQ, BLOCK_LINEARS, GPTQ, Recipe, Rule
 
-__all__ = ["QuantLinear", "PATHS"]
+__all__ = ["Model", "quantize_model", "linear_names", "STORED_BYTES"]
 
-PATHS = ("fake", "int")
+STORED_BYTES = {"fp16": 2, "bf16": 2}  # cast arrays: bytes per value as stored
 
 
-class QuantLinear:
-    """A quantized Linear y = x Wᵀ holding a QTensor W (out, in), run fake-quant or integer.
+def linear_names(cfg: Config) -> list[str]:
+    """The block Linears, in model order (what the presets quantize).
 
-    Weight-only (``act_bits=None``): any integer format (int8/4/3/2, uint…, ternary) with
-    per-group or per-channel blocks (1, g). W8A8 (``act_bits=8``): symmetric int8 per-channel
-    weights (block (1, I), no zero), activations quantized per token at run time.
+    >>> linear_names(Config.tiny())[:2]
+    ['blk.0.attn_q.weight', 'blk.0.attn_k.weight']
+    """
+    return [f"blk.{i}.{n}.weight" for i in range(cfg.n_layers) for n in BLOCK_LINEARS]
 
-    >>> rng = np.random.default_rng(0)
-    >>> w = rng.standard_normal((96, 64)).astype(np.float32)
-    >>> ql = QuantLinear.from_weight(w, "int4", group_size=32)
-    >>> ql.in_features, ql.out_features, ql.nbytes   # 96·64/2 codes + 96·2 float32 scales
-    (64, 96, 3840)
-    >>> x = rng.standard_normal((2, 5, 64)).astype(np.float32)
-    >>> y_fake = ql.forward(x)
-    >>> y_int = QuantLinear(ql.qtensor, path="int").forward(x)
-    >>> y_fake.shape, bool(np.allclose(y_fake, y_int, rtol=1e-4, atol=1e-4))
-    ((2, 5, 96), True)
+
+def _all_linears(cfg: Config) -> set[str]:
+    return set(linear_names(cfg)) | {"output.weight"}
+
+
+@dataclass(frozen=True)
+class Model:
+    """Params (arrays or quantized Linears), config, and the recipe that made them.
+
+    >>> from tinyquant.llm.model import init_params
+    >>> cfg = Config.tiny()
+    >>> m = Model(init_params(cfg), cfg)
+    >>> m.recipe.name, m.bits_per_weight, m.logits(np.arange(4)).shape
+    ('fp32', 32.0, (1, 4, 256))
     """
 
-    def __init__(
-        self,
-        qtensor: QTensor,
-        path: str = "fake",
-        act_bits: int | None = None,
-        kernels: str | None = None,
-    ) -> None:
-        if not isinstance(qtensor, QTensor):
-            raise ValueError(f"qtensor must be a QTensor, got {type(qtensor).__name__}")
-        if len(qtensor.shape) != 2:
-            raise ValueError(f"a Linear weight is 2-D (out, in), got shape {qtensor.shape}")
-        if act_bits not in (None, 8):
-            raise ValueError(f"act_bits must be None (weight-only) or 8 (W8A8), got {act_bits}")
-        self.qtensor = qtensor
-        self.act_bits = act_bits
-        self.kernels = kernels
-        self.out_features, self.in_features = qtensor.shape
-        self._w_fake: np.ndarray | None = None  # dequantized weight, made on first fake call
-        self._packed = None  # kernel layout, made on first int call
-        if act_bits == 8:
-            self._check_w8a8()
-        self.path = path  # validated by the property
+    params: dict
+    cfg: Config
+    recipe: Recipe = field(default_factory=lambda: get_recipe("fp32"))
+    storage: dict[str, str] = field(default_factory=dict)  # cast arrays: name → "fp16"/"bf16"
+    base_sha256: str | None = None  # the FP32 checkpoint this was made from
 
-    # -- construction -----------------------------------------------------------------------------
-    @classmethod
-    def from_weight(
-        cls,
-        w: np.ndarray,
-        fmt: str = "int4",
-        group_size: int | None = 128,
-        symmetric: bool = True,
-        act_bits: int | None = None,
-        path: str = "fake",
-        kernels: str | None = None,
-    ) -> QuantLinear:
-        """Round-to-nearest quantize a float weight (O, I) (per-channel when group_size is None).
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits (B, T, V) for int tokens (B, T) or (T,)."""
+        return forward(self.params, tokens, self.cfg)
 
-        >>> QuantLinear.from_weight(np.eye(8, dtype=np.float32), "int8", None, act_bits=8)
-        QuantLinear(8 → 8, int8 per-channel, W8A8, path='fake')
-        """
-        w = np.asarray(w, dtype=np.float32)
-        if w.ndim != 2:
-            raise ValueError(f"w must be 2-D (out, in), got shape {w.shape}")
-        g = w.shape[1] if group_size is None else int(group_size)
-        qt = quantize_tensor(w, fmt, (1, g), symmetric=symmetric)
-        return cls(qt, path=path, act_bits=act_bits, kernels=kernels)
+    def generate(self, prompt: str, n: int = 200, **kw) -> str:
+        """Sample ``n`` bytes after ``prompt`` (see ``tinyquant.llm.generate``)."""
+        return generate(self.params, self.cfg, prompt, n, **kw)
 
-    # -- properties -------------------------------------------------------------------------------
+    # -- execution paths --------------------------------------------------------------------------
     @property
     def path(self) -> str:
-        """ "fake" (dequantize, float matmul) or "int" (Numba kernels on the codes)."""
-        return self._path
+        """``"int"`` if any quantized Linear runs on integer kernels, else ``"fake"``."""
+        return "int" if any(_is_linear(t) and t.path == "int" for t in self.params.values()) \
+            else "fake"  # fmt: skip
 
-    @path.setter
-    def path(self, value: str) -> None:
-        if value not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {value!r}")
-        if value == "int":
-            self._int_params()  # raises for formats the kernels do not run
-        self._path = value
+    def with_path(self, path: str) -> Model:
+        """The same model with every Linear that has integer kernels on ``path`` (a new object)."""
+        params = {k: t.with_path(path) if _is_linear(t) and t.has_int_kernel else t
+                  for k, t in self.params.items()}  # fmt: skip
+        return replace(self, params=params)
 
-    @property
-    def group_size(self) -> int:
-        return int(self.qtensor.block_size[1])
+    # -- bytes ------------------------------------------------------------------------------------
+    def tensor_nbytes(self, name: str) -> int:
+        """Bytes of one tensor as stored."""
+        t = self.params[name]
+        if isinstance(t, np.ndarray):
+            return int(t.size * STORED_BYTES.get(self.storage.get(name, ""), t.itemsize))
+        return int(t.nbytes)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the quantized weight as stored (codes + scales + zeros)."""
-        return self.qtensor.nbytes
+        """Exact bytes of the whole model as stored: codes, scales, zeros and float tensors."""
+        return sum(self.tensor_nbytes(n) for n in self.params)
 
-    def __repr__(self) -> str:
-        g = self.group_size
-        gran = "per-channel" if g == self.in_features else f"g{g}"
-        kind = "W8A8" if self.act_bits == 8 else "weight-only"
-        return (
-            f"QuantLinear({self.in_features} → {self.out_features}, {self.qtensor.fmt.name} "
-            f"{gran}, {kind}, path={self.path!r})"
-        )
+    @property
+    def quantized_names(self) -> list[str]:
+        """The block Linears and every other tensor a rule replaced by a quantized Linear."""
+        extra = [n for n, t in self.params.items() if _is_linear(t) and n not in self._blocks]
+        return self._blocks + extra
 
-    # -- the two paths ----------------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """y = x Wᵀ for x (..., I) → (..., O) float32, on the chosen path."""
-        x = np.asarray(x)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"x has {x.shape[-1]} features on its last axis but this Linear expects "
-                f"{self.in_features}"
-            )
-        lead = x.shape[:-1]
-        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features), dtype=np.float32)  # (T, I)
-        y = self._forward_int(x2) if self.path == "int" else self._forward_fake(x2)
-        return y.reshape(*lead, self.out_features)
+    @property
+    def _blocks(self) -> list[str]:
+        return linear_names(self.cfg)
 
-    def _forward_fake(self, x: np.ndarray) -> np.ndarray:
-        from tinyquant.kernels.checks import check_activations
-        from tinyquant.kernels.reference import quantize_per_token
+    @property
+    def bits_per_weight(self) -> float:
+        """All stored bits of the quantized Linears (codes, scales, zeros, signs) per weight."""
+        names = self.quantized_names
+        n_w = sum(_n_weights(self.params[n]) for n in names)
+        return 8 * sum(self.tensor_nbytes(n) for n in names) / n_w
 
-        if self.act_bits == 8:
-            # x̂ Ŵᵀ = s_x s_wᵀ ⊙ (q_x q_wᵀ): the scales factor out of the sum (they sit on t and
-            # o); the integer-valued sum is exact in float64, so this float reference and the
-            # integer kernel agree to the bit
-            if self._w_fake is None:
-                self._w_fake = self.qtensor.unpacked_codes().astype(np.float64)  # q_w (O, I)
-            check_activations(x)
-            q, s = quantize_per_token(x)  # (T, I) int8, (T,)
-            acc = (q.astype(np.float64) @ self._w_fake.T).astype(np.float32)  # (T, O) exact
-            return acc * s[:, None] * self.qtensor.scale_values()[None, :, 0]
-        if self._w_fake is None:
-            self._w_fake = self.qtensor.dequantize().astype(np.float32)  # Ŵ (O, I)
-        return (x @ self._w_fake.T).astype(np.float32)  # (T, O)
+    def save(self, path) -> None:
+        """Write a quantized checkpoint (``tinyquant.qcheckpoint``)."""
+        from tinyquant.qcheckpoint import save_quantized
 
-    def _forward_int(self, x: np.ndarray) -> np.ndarray:
-        from tinyquant.kernels import packed_linear, w8a8_packed_linear
+        save_quantized(self, path)
 
-        packed = self._int_params()
-        if self.act_bits == 8:
-            return w8a8_packed_linear(x, packed, self.kernels)
-        return packed_linear(x, packed)
 
-    # -- kernel parameters ------------------------------------------------------------------------
-    def _check_w8a8(self) -> None:
-        qt = self.qtensor
-        if qt.fmt.name != "int8" or qt.zero is not None or qt.block_size[1] != self.in_features:
-            raise ValueError(
-                "W8A8 needs symmetric int8 per-channel weights (format 'int8', block_size "
-                f"(1, {self.in_features}), no zero-point); got {qt.fmt.name} block_size "
-                f"{qt.block_size} zero={'yes' if qt.zero is not None else 'no'}"
-            )
+def _is_linear(t) -> bool:
+    return not isinstance(t, np.ndarray) and isinstance(t, QLinear)
 
-    def _int_params(self):
-        """The kernel's own layout of the weight, built once (load time)."""
-        if self._packed is not None:
-            return self._packed
-        from tinyquant.kernels import pack_w8a8_u8, prepack
 
-        qt = self.qtensor
-        if qt.fmt.kind != "int" or qt.fmt.storage_bits not in (8, 4, 3, 2):
-            raise ValueError(
-                f"the integer path runs int formats of 8/4/3/2 bits; {qt.fmt.name!r} is a "
-                f"{qt.fmt.kind} format — use path='fake'"
-            )
-        if qt.block_size[0] != 1:
-            raise ValueError(
-                f"the integer path needs blocks along the input axis, block_size (1, g); got "
-                f"{qt.block_size}"
-            )
-        scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
-        if self.act_bits == 8:
-            # a signed int8 QTensor stores u = q + 128: exactly the VNNI operand
-            self._packed = pack_w8a8_u8(np.ascontiguousarray(qt.codes), scale[:, 0].copy(),
-                                        self.kernels)  # fmt: skip
-            return self._packed
-        bits = qt.fmt.storage_bits
-        zero = np.zeros(scale.shape, np.float32) if qt.zero is None else qt.zero.astype(np.float32)
-        if qt.fmt.signed:
-            zero = zero + np.float32(1 << (bits - 1))  # unsigned codes: q_u = q + 2^(b−1)
-        self._packed = prepack(qt.codes, scale, zero, self.group_size, bits)
-        return self._packed
+def _n_weights(t) -> int:
+    return int(t.size) if isinstance(t, np.ndarray) else int(t.in_features * t.out_features)
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _one_of(rules: dict[str, Rule], what: str, key: Callable[[Rule], object]):
+    values = {key(r) for r in rules.values()}
+    if len(values) != 1:
+        raise ValueError(f"{what} must be the same for every block Linear; got {values}")
+    return values.pop()
+
+
+def quantize_model(
+    params: dict,
+    cfg: Config,
+    recipe: str | Recipe,
+    calib_tokens: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+    base_sha256: str | None = None,
+) -> Model:
+    """A ``Model`` in which the recipe's targets are replaced (casts, quantized Linears).
+
+    ``calib_tokens`` (B, T) are needed by calibrated recipes (GPTQ's Hessians, AWQ, static
+    activation scales, SmoothQuant).
+
+    >>> from tinyquant.llm.model import init_params
+    >>> cfg = Config.tiny()
+    >>> p = init_params(cfg, seed=0)
+    >>> q = quantize_model(p, cfg, "w8a16")
+    >>> type(q.params["blk.0.attn_q.weight"]).__name__, q.params["token_embd.weight"] is p["token_embd.weight"]
+    ('QuantLinear', True)
+    >>> x = np.arange(8)
+    >>> bool(np.abs(q.logits(x) - forward(p, x, cfg)).max() < 0.05)
+    True
+    """
+    r = get_recipe(recipe)
+    note = progress or (lambda name: None)
+    rules = r.assign(list(params), _all_linears(cfg))
+    out, storage = dict(params), {}
+    for name, rule in rules.items():  # 0) casts: every tensor they target, rounded
+        if rule.weights.is_cast:
+            out[name] = round_to_format(params[name], rule.weights.fmt).astype(np.float32)
+            storage[name] = rule.weights.fmt
+    quant = {n: rule for n, rule in rules.items() if not rule.weights.is_cast}
+    model = Model(out, cfg, r, storage, base_sha256)
+    if not quant:
+        return model
+    if r.needs_calibration:
+        if calib_tokens is None:
+            raise ValueError(f"recipe {r.name} needs calibration tokens (B, T); pass calib_tokens")
+        calib_tokens = np.asarray(calib_tokens)[: r.calib_windows]
+    blocks = {n: quant[n] for n in linear_names(cfg) if n in quant}
+    if any(rule.smooth is not None for rule in quant.values()):  # 1) SmoothQuant (exact in FP)
+        alpha = _one_of(blocks, "SmoothQuant's alpha", lambda q: q.smooth and q.smooth.alpha)
+        stats = collect_stats(out, cfg, calib_tokens, hessian=False)
+        out = smooth_model(out, cfg, {n: st.max_abs for n, st in stats.items()}, alpha)
+    if any(isinstance(rule.method, AWQ) for rule in quant.values()):  # 2) AWQ's scales folded
+        if len(blocks) != len(linear_names(cfg)):
+            raise ValueError("AWQ folds scales across a whole block; target every block Linear")
+        wts, awq = _one_of(blocks, "AWQ's rule", lambda q: (q.weights, q.method))
+        bits = get_format(wts.fmt).storage_bits
+        out, _ = awq_model(out, cfg, calib_tokens, bits, wts.group_size, clip=awq.clip)
+
+    def install(ctx: BlockCalib) -> dict:
+        done = {}
+        for name in ctx.names:
+            if name in quant:
+                done[name] = build_linear(ctx.params[name], quant[name], ctx.stats.get(name))
+                note(name)
+        return done
+
+    sequential = any(isinstance(q.method, GPTQ) or (q.activations and q.activations.static)
+                     for q in quant.values())  # fmt: skip
+    if sequential:  # 3) block i sees the quantized blocks before it
+        hessian = any(isinstance(q.method, GPTQ) for q in quant.values())
+        out = calibrate_sequential(out, cfg, calib_tokens, install, hessian=hessian)
+    rest = [n for n in quant if not (sequential and n in blocks)]
+    for name in rest:  # 3) every other weight, directly
+        out[name] = build_linear(out[name], quant[name], None)
+        note(name)
+    return replace(model, params=out)

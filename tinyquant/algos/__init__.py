@@ -5,7 +5,6 @@
 ``gptq``         GPTQ (Frantar et al. 2022): error feedback through the inverse Hessian
 ``awq``          AWQ (Lin et al. 2023): activation-aware per-channel scales + clip search
 ``smoothquant``  SmoothQuant (Xiao et al. 2022): migrate activation outliers into weights
-``llm_int8``     LLM.int8() (Dettmers et al. 2022): int8 with float outlier features
 ``rotate``       randomized Hadamard incoherence (QuIP#, QuaRot)
 ``qgrid``        the row-wise GPTQ/AWQ integer grid the algorithms quantize onto
 """
@@ -29,17 +28,15 @@ from .calibrate import (
     collect_stats,
 )
 from .gptq import GPTQResult, gptq_quantize, layer_objective, to_qtensor
-from .llm_int8 import Int8OutlierLinear
-from .qgrid import fake_quantize_rows, minmax_qparams, mse_qparams
+from .qgrid import fake_quantize_rows, minmax_qparams, mse_qparams, quantize_rows
 from .rotate import (
     RandomHadamard,
-    RotatedLinear,
     hadamard_matrix,
     hadamard_transform,
     rotate_hessian,
     rotate_weight,
 )
-from .rtn import rtn_fake_quantize, rtn_quantize
+from .rtn import rtn_quantize
 from .smoothquant import (
     apply_smoothing,
     search_alpha,
@@ -52,10 +49,8 @@ __all__ = [
     "ALPHAS",
     "BlockCalib",
     "GPTQResult",
-    "Int8OutlierLinear",
     "LinearStats",
     "RandomHadamard",
-    "RotatedLinear",
     "StatsRecorder",
     "apply_clip",
     "apply_smoothing",
@@ -73,9 +68,9 @@ __all__ = [
     "layer_objective",
     "minmax_qparams",
     "mse_qparams",
+    "quantize_rows",
     "rotate_hessian",
     "rotate_weight",
-    "rtn_fake_quantize",
     "rtn_quantize",
     "search_alpha",
     "search_clip",

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyquant.algos.qgrid import minmax_qparams, quantize_codes
+from tinyquant.algos.calibrate import BlockCalib, calibrate_sequential
+from tinyquant.algos.qgrid import fake_quantize_rows, quantize_rows
 from tinyquant.llm.model import Config, attention, block, silu
 from tinyquant.quant import QTensor, get_format, pack
 
@@ -35,7 +36,8 @@ ALPHAS = tuple(i / 20 for i in range(20)) + (1.0,)  # the reference's 20 points,
 
 
 def awq_fake_quantize(W: np.ndarray, bits: int = 4, group_size: int | None = 128) -> np.ndarray:
-    """AWQ's grid: per group, scale = (max − min)/(2^b − 1), zero = clamp(−round(min/scale)).
+    """AWQ's grid (``qgrid`` convention "awq"): per group, scale = (max − min)/(2^b − 1), zero =
+    clamp(−round(min/scale)), dequantized.
 
     As in the reference, the zero is clamped to [0, 2^b − 1], so a group whose values are all
     far from 0 on one side loses its top codes (the second example).
@@ -45,34 +47,24 @@ def awq_fake_quantize(W: np.ndarray, bits: int = 4, group_size: int | None = 128
     >>> awq_fake_quantize(np.array([[1.0, 2.0, 3.0, 4.0]]), 2, None).tolist()
     [[1.0, 2.0, 3.0, 3.0]]
     """
-    return _awq_codes(W, bits, group_size)[3]
+    return fake_quantize_rows(W, bits, group_size, convention="awq")
 
 
-def _awq_codes(W: np.ndarray, bits: int, group_size: int | None):
-    W = np.asarray(W, np.float32)
-    O, I = W.shape
-    g = I if group_size is None else group_size
-    if I % g:
-        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
-    Wg = W.reshape(O * (I // g), g)  # (O·G, g)
-    s, z = minmax_qparams(Wg, bits, symmetric=False, include_zero=False)
-    c = quantize_codes(Wg, s[:, None], z[:, None], 2**bits - 1)  # (O·G, g)
-    deq = (s[:, None] * (c - z[:, None])).reshape(O, I).astype(np.float32)
-    return c.reshape(O, I), s.reshape(O, I // g), z.reshape(O, I // g), deq
-
-
-def awq_quantize_tensor(W: np.ndarray, bits: int = 4, group_size: int | None = 128) -> QTensor:
-    """W on AWQ's grid as a packed QTensor (uint{bits} codes, float32 scale, uint8 zero).
+def awq_quantize_tensor(
+    W: np.ndarray, bits: int = 4, group_size: int | None = 128, scale_dtype: str = "float32"
+) -> QTensor:
+    """W on AWQ's grid as a packed QTensor (uint{bits} codes, ``scale_dtype`` scale, uint8 zero).
 
     >>> W = np.random.default_rng(0).normal(size=(4, 256)).astype(np.float32)
     >>> qt = awq_quantize_tensor(W, 4, 128)
     >>> bool(np.array_equal(qt.dequantize(), awq_fake_quantize(W, 4, 128))), qt.bits_per_weight
     (True, 4.3125)
     """
-    c, s, z, _ = _awq_codes(W, bits, group_size)
+    c, s, z = quantize_rows(W, bits, group_size, convention="awq", scale_dtype=scale_dtype)
     f = get_format(f"uint{bits}")
     g = W.shape[1] if group_size is None else group_size
-    return QTensor(pack(c, f.storage_bits), s, z.astype(np.uint8), f, (1, g), np.shape(W))
+    return QTensor(pack(c, f.storage_bits), s.astype(scale_dtype), z.astype(np.uint8), f,
+                   (1, g), np.shape(W))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -299,10 +291,10 @@ def awq_model(
 ) -> tuple[dict, dict[int, AWQLayerReport]]:
     """AWQ on every block, each block's input from the FP model (as the reference does).
 
-    Returns (float params with the scales folded in and the weights clipped, report per block);
-    quantize the block Linears of the result with ``awq_quantize_tensor`` (or any weight
-    quantizer on the same grid). ``tokens`` (B, T): the reference uses 128 × 512; 16 × 256 runs
-    in seconds here.
+    Runs on the sequential calibration seam (``calibrate_sequential`` with FP inputs, one call
+    per block). Returns (float params with the scales folded in and the weights clipped,
+    report per block); quantize the block Linears of the result with ``awq_quantize_tensor``.
+    ``tokens`` (B, T): the reference uses 128 × 512; 16 × 256 runs in seconds here.
 
     >>> from tinyquant.llm.model import init_params
     >>> cfg = Config(d_model=64, n_layers=1, n_heads=2, d_ff=128, context=16)
@@ -311,14 +303,13 @@ def awq_model(
     >>> sorted(rep[0].alphas), q["blk.0.attn_norm.weight"].shape
     (['down', 'gate_up', 'o', 'qkv'], (64,))
     """
-    from tinyquant.llm.model import embed
+    reports: dict[int, AWQLayerReport] = {}
 
-    tokens = np.asarray(tokens)
-    x = np.concatenate([embed(params, tokens[b : b + batch_size])
-                        for b in range(0, len(tokens), batch_size)])  # fmt: skip
-    out, reports = dict(params), {}
-    for i in range(cfg.n_layers):
-        upd, reports[i] = awq_block(params, cfg, i, x, bits, group_size, clip)
-        x = block(params, cfg, i, x)  # the FP block's output feeds the next block
-        out.update(upd)
+    def search_block(ctx: BlockCalib) -> dict:
+        upd, reports[ctx.layer] = awq_block(ctx.params, cfg, ctx.layer, ctx.x, bits, group_size,
+                                            clip)  # fmt: skip
+        return upd
+
+    out = calibrate_sequential(params, cfg, tokens, search_block, true_sequential=False,
+                               hessian=False, fp_inputs=True, batch_size=batch_size)  # fmt: skip
     return out, reports

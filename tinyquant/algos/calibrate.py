@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyquant.llm.model import Config, block, embed, forward
+from tinyquant.llm.model import (
+    Config,
+    attention,
+    block,
+    embed,
+    forward,
+    linear,
+    rmsnorm,
+    silu,
+)
 
 LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 GROUPS = (("attn_q", "attn_k", "attn_v"), ("attn_output",), ("ffn_gate", "ffn_up"), ("ffn_down",))
@@ -150,6 +159,49 @@ class BlockCalib:
 QuantizeFn = Callable[[BlockCalib], dict]
 
 
+def _names(i: int, group: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"blk.{i}.{n}.weight" for n in group)
+
+
+def _record(names, xs: list[np.ndarray], hessian: bool) -> dict[str, LinearStats]:
+    """Statistics of one group's common input, batch by batch: {name: LinearStats}."""
+    rec = StatsRecorder(names, hessian)
+    for a in xs:
+        a2 = a.reshape(-1, a.shape[-1])  # (N, I)
+        for name in names:
+            rec(name, a2)
+    return rec.stats
+
+
+def _staged_block(params, cfg, i, xs, quantize_fn, hessian) -> list[np.ndarray]:
+    """Block i, true-sequential: each group's input computed once, on the groups before it.
+
+        h1 = norm(x) → [q, k, v] → att = attention(h1) → [o] → x1 = x + o(att)
+        h2 = norm(x1) → [gate, up] → m = silu(gate h2) ⊙ (up h2) → [down] → x + …
+
+    The same operations as ``block`` on the same batches, so the result equals running the
+    whole block once per group (what the reference does) — five times cheaper.
+    """
+    p = f"blk.{i}."
+
+    def step(group, inputs):
+        names = _names(i, group)
+        ctx = BlockCalib(params, cfg, i, names, _record(names, inputs, hessian), np.concatenate(xs))
+        params.update(quantize_fn(ctx))
+
+    h1 = [rmsnorm(x, params[p + "attn_norm.weight"], cfg.norm_eps) for x in xs]  # (B, T, d)
+    step(GROUPS[0], h1)
+    att = [attention(params, cfg, i, h) for h in h1]  # (B, T, d) with the quantized q, k, v
+    step(GROUPS[1], att)
+    x1 = [x + linear(a, params[p + "attn_output.weight"]) for x, a in zip(xs, att, strict=True)]
+    h2 = [rmsnorm(x, params[p + "ffn_norm.weight"], cfg.norm_eps) for x in x1]
+    step(GROUPS[2], h2)
+    m = [silu(linear(h, params[p + "ffn_gate.weight"])) * linear(h, params[p + "ffn_up.weight"])
+         for h in h2]  # (B, T, F)  # fmt: skip
+    step(GROUPS[3], m)
+    return [x + linear(a, params[p + "ffn_down.weight"]) for x, a in zip(x1, m, strict=True)]
+
+
 def calibrate_sequential(
     params: dict,
     cfg: Config,
@@ -157,13 +209,17 @@ def calibrate_sequential(
     quantize_fn: QuantizeFn,
     true_sequential: bool = True,
     hessian: bool = True,
+    fp_inputs: bool = False,
     batch_size: int = 16,
 ) -> dict:
     """Quantize the blocks in order, each calibrated on the quantized blocks before it.
 
     ``quantize_fn(ctx)`` returns {name: replacement} for ``ctx.names`` (a float array for
-    fake-quant, or a QuantLinear); any other params it returns (e.g. a folded norm) are
-    installed too. Returns a new params dict; ``params`` is not modified.
+    fake-quant, or a quantized Linear); any other params it returns (e.g. a folded norm) are
+    installed too. With ``true_sequential`` the groups [q, k, v] → [o] → [gate, up] → [down]
+    are quantized in turn (AutoGPTQ's default); without, one call per block with all seven.
+    ``fp_inputs=True`` feeds each block the *FP* model's output instead (AWQ's reference).
+    Returns a new params dict; ``params`` is not modified.
 
     >>> from tinyquant.llm.model import init_params
     >>> cfg = Config.tiny()
@@ -172,19 +228,17 @@ def calibrate_sequential(
     >>> float(np.abs(q["blk.1.ffn_down.weight"]).max())
     0.0
     """
-    params = dict(params)
-    tokens = np.asarray(tokens)
-    x = np.concatenate([embed(params, tb) for tb in _batches(tokens, batch_size)])  # (B, T, d)
-    groups = GROUPS if true_sequential else (sum(GROUPS, ()),)
+    fp, params = params, dict(params)
+    xs = [embed(params, tb) for tb in _batches(tokens, batch_size)]  # [(B, T, d)] per batch
     for i in range(cfg.n_layers):
-        for grp in groups:
-            names = tuple(f"blk.{i}.{n}.weight" for n in grp)
-            rec = StatsRecorder(names, hessian)
-            for b in range(0, x.shape[0], batch_size):
-                block(params, cfg, i, x[b : b + batch_size], record=rec)
-            ctx = BlockCalib(params, cfg, i, names, rec.stats, x)
-            params.update(quantize_fn(ctx))
-        x = np.concatenate(
-            [block(params, cfg, i, x[b : b + batch_size]) for b in range(0, x.shape[0], batch_size)]
-        )  # the quantized block's output feeds block i+1
+        if true_sequential and not fp_inputs:
+            xs = _staged_block(params, cfg, i, xs, quantize_fn, hessian)
+            continue
+        names = _names(i, sum(GROUPS, ()))
+        rec = StatsRecorder(names, hessian)
+        for x in xs:
+            block(params, cfg, i, x, record=rec)
+        params.update(quantize_fn(BlockCalib(params, cfg, i, names, rec.stats, np.concatenate(xs))))
+        src = fp if fp_inputs else params  # the FP block's output, or the quantized block's
+        xs = [block(src, cfg, i, x) for x in xs]
     return params

@@ -1,16 +1,19 @@
-"""The uniform grid the weight algorithms quantize onto, in GPTQ's convention, one row at a time.
+"""The uniform grid the weight algorithms quantize onto, one row (or row group) at a time.
 
     code = clamp(round(w / scale) + zero, 0, maxq),   ŵ = scale · (code − zero),   maxq = 2^b − 1
 
-Min-max (IST-DASLab/gptq ``quant.py``): the range [min(w, 0), max(w, 0)] always includes 0;
-symmetric uses ±max|w| with zero = (maxq + 1)/2; an all-zero row gets the range [−1, 1].
-MSE (the same file's ``mse=True``): shrink the range by p = 1 − i/100, i < 80, and keep the p
-with the smallest Σ|w − ŵ|^2.4 per row. AWQ's asymmetric grid differs (its range is not forced
-to include 0): ``minmax_qparams(..., include_zero=False)``.
+These are the row-wise building blocks GPTQ and AWQ call inside their loops; the grid itself is
+``tinyquant.quant.affine``'s (``qparams_from_range``), in one of two named conventions:
 
-These are the row-wise building blocks GPTQ and AWQ call inside their loops; whole-tensor
-quantization with any block size is ``tinyquant.quant.affine`` (see ``rtn.py``).
-Shapes: O rows (output channels), n elements per row (a group).
+  "gptq"  IST-DASLab/gptq ``quant.py``: the range [min(w, 0), max(w, 0)] always includes 0;
+          symmetric uses ±max|w| with zero = (maxq + 1)/2; an all-zero row gets [−1, 1].
+  "awq"   mit-han-lab/llm-awq ``pseudo_quantize_tensor``: asymmetric over the row's own
+          [min, max] (not widened to contain 0), range floored at 1e-5.
+
+MSE (GPTQ ``quant.py``'s ``mse=True``): shrink the range by p = 1 − i/n_candidates for
+i < max_shrink·n_candidates and keep, per row, the p with the smallest Σ|w − ŵ|^2.4.
+Whole-tensor quantization with any block size is ``affine`` directly (see ``rtn.py``).
+Shapes: O rows (output channels), n elements per row (a group), I in features, g group size.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from tinyquant.quant.affine import qparams_from_range
+from tinyquant.quant.granularity import per_group
+
+__all__ = ["quantize_codes", "minmax_qparams", "mse_qparams", "quantize_rows", "fake_quantize_rows"]
 
 
 def quantize_codes(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, maxq: int) -> np.ndarray:
@@ -29,54 +35,43 @@ def quantize_codes(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, maxq: int
     return np.clip(np.round(w / scale) + zero, 0, maxq).astype(np.uint8)
 
 
-def _range(W: np.ndarray, symmetric: bool, include_zero: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The [xmin, xmax] per row that the grid must cover (never empty)."""
-    xmin = W.min(axis=1)  # (O,)
-    xmax = W.max(axis=1)  # (O,)
-    if include_zero:
-        xmin = np.minimum(xmin, 0)
-        xmax = np.maximum(xmax, 0)
-    if symmetric:
-        xmax = np.maximum(np.abs(xmin), np.abs(xmax))
-        xmin = np.where(xmin < 0, -xmax, xmin) if include_zero else -xmax
-    flat = xmax == xmin
-    return np.where(flat, xmin - 1, xmin), np.where(flat, xmax + 1, xmax)
-
-
-def _qparams_from_range(
-    xmin: np.ndarray, xmax: np.ndarray, maxq: int, symmetric: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and zero covering [xmin, xmax]; a range containing 0 goes through the core."""
-    if np.all(xmin <= 0) and np.all(xmax >= 0):
-        bits = int(maxq).bit_length()
-        s, z = qparams_from_range(xmin, xmax, f"uint{bits}", symmetric, convention="gptq")
-        return s, z.astype(np.float32)
-    scale = ((xmax - xmin) / maxq).astype(np.float32)  # AWQ's range, not forced to include 0
-    return scale, np.clip(np.round(-xmin / scale), 0, maxq).astype(np.float32)
+def _row_range(W: np.ndarray, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per row [lo, hi]: widened to contain 0 (gptq; all-zero rows → [−1, 1]) or the row's own."""
+    lo, hi = W.min(axis=1), W.max(axis=1)  # (O,)
+    if convention == "awq":
+        return lo, hi
+    lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
+    dead = (lo == 0) & (hi == 0)
+    return np.where(dead, np.float32(-1), lo), np.where(dead, np.float32(1), hi)
 
 
 def minmax_qparams(
-    W: np.ndarray, bits: int, symmetric: bool, include_zero: bool = True
+    W: np.ndarray, bits: int, symmetric: bool, convention: str = "gptq"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, zero) per row of W (O, n) from its min and max.
+    """(scale, zero) float32 per row of W (O, n) from its min and max.
 
     >>> s, z = minmax_qparams(np.array([[-1.0, 3.0]]), 2, symmetric=False)
     >>> s.tolist(), z.tolist()
     ([1.3333333730697632], [1.0])
+    >>> minmax_qparams(np.array([[1.0, 4.0]]), 2, False, convention="awq")[1].tolist()
+    [0.0]
     """
-    xmin, xmax = _range(np.asarray(W, np.float32), symmetric, include_zero)
-    return _qparams_from_range(xmin, xmax, 2**bits - 1, symmetric)
+    if convention not in ("gptq", "awq"):
+        raise ValueError(f"convention must be 'gptq' or 'awq', got {convention!r}")
+    lo, hi = _row_range(np.asarray(W, np.float32), convention)
+    s, z = qparams_from_range(lo, hi, f"uint{bits}", symmetric, convention=convention)
+    return s, z.astype(np.float32)
 
 
 def mse_qparams(
     W: np.ndarray,
     bits: int,
     symmetric: bool,
-    grid: int = 100,
-    maxshrink: float = 0.8,
+    n_candidates: int = 100,
+    max_shrink: float = 0.8,
     norm: float = 2.4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, zero) per row minimising Σ|w − ŵ|^norm over ranges p·[min, max], p = 1 − i/grid.
+    """(scale, zero) per row minimising Σ|w − ŵ|^norm over ranges p·[lo, hi] (GPTQ convention).
 
     >>> W = np.array([[-0.1, 0.0, 0.1, 0.2, 5.0]])   # one outlier stretches min-max
     >>> float(mse_qparams(W, 2, False)[0][0]) < float(minmax_qparams(W, 2, False)[0][0])
@@ -84,12 +79,13 @@ def mse_qparams(
     """
     W = np.asarray(W, np.float32)
     maxq = 2**bits - 1
-    xmin, xmax = _range(W, symmetric, include_zero=True)
-    scale, zero = _qparams_from_range(xmin, xmax, maxq, symmetric)
+    lo, hi = _row_range(W, "gptq")
+    scale, zero = minmax_qparams(W, bits, symmetric)
     best = np.full(W.shape[0], np.inf)
-    for i in range(int(maxshrink * grid)):
-        p = 1 - i / grid
-        s1, z1 = _qparams_from_range(p * xmin, p * xmax, maxq, symmetric)
+    for i in range(int(max_shrink * n_candidates)):
+        p = 1 - i / n_candidates
+        s1, z1 = qparams_from_range(p * lo, p * hi, f"uint{bits}", symmetric, convention="gptq")
+        z1 = z1.astype(np.float32)
         q = s1[:, None] * (quantize_codes(W, s1[:, None], z1[:, None], maxq) - z1[:, None])
         err = np.sum(np.abs(q - W) ** norm, axis=1)  # (O,)
         better = err < best
@@ -99,21 +95,52 @@ def mse_qparams(
     return scale.astype(np.float32), zero.astype(np.float32)
 
 
-def fake_quantize_rows(
-    W: np.ndarray, bits: int, group_size: int | None, symmetric: bool, mse: bool = False
-) -> np.ndarray:
-    """Round-to-nearest of W (O, I) per row group on this grid, dequantized (GPTQ-convention RTN).
+def quantize_rows(
+    W: np.ndarray,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool = False,
+    convention: str = "gptq",
+    mse: bool = False,
+    scale_dtype: str = "float32",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round-to-nearest W (O, I) per row group: (codes uint8 (O, I), scale (O, G), zero (O, G)).
 
-    >>> fake_quantize_rows(np.array([[0.0, 1.0, 2.0, 3.0]]), 2, None, False).tolist()
-    [[0.0, 1.0, 2.0, 3.0]]
+    With ``scale_dtype="float16"`` each scale is rounded to float16 before its codes are chosen
+    (as stored by GPTQ/AWQ checkpoints), so the codes are the nearest for the stored scale.
+
+    >>> c, s, z = quantize_rows(np.array([[0.0, 1.0, 2.0, 3.0]]), 2, None)
+    >>> c.tolist(), s.tolist(), z.tolist()
+    ([[0, 1, 2, 3]], [[1.0]], [[0.0]])
     """
     W = np.asarray(W, np.float32)
     O, I = W.shape
-    g = I if group_size is None else group_size
-    if I % g:
-        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
+    g = per_group((O, I), I if group_size is None else group_size)[1]
     Wg = W.reshape(O * (I // g), g)  # (O·G, g)
-    fit = mse_qparams if mse else minmax_qparams
-    s, z = fit(Wg, bits, symmetric)
-    c = quantize_codes(Wg, s[:, None], z[:, None], 2**bits - 1)
-    return (s[:, None] * (c - z[:, None])).reshape(O, I).astype(np.float32)
+    if mse:
+        s, z = mse_qparams(Wg, bits, symmetric)
+    else:
+        s, z = minmax_qparams(Wg, bits, symmetric, convention)
+    s = s.astype(scale_dtype).astype(np.float32)
+    c = quantize_codes(Wg, s[:, None], z[:, None], 2**bits - 1)  # (O·G, g)
+    return c.reshape(O, I), s.reshape(O, I // g), z.reshape(O, I // g)
+
+
+def fake_quantize_rows(
+    W: np.ndarray,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool = False,
+    convention: str = "gptq",
+    mse: bool = False,
+) -> np.ndarray:
+    """``quantize_rows`` dequantized: ŵ = scale · (code − zero), float32 (O, I).
+
+    >>> fake_quantize_rows(np.array([[1.0, 2.0, 3.0, 4.0]]), 2, None, convention="awq").tolist()
+    [[1.0, 2.0, 3.0, 3.0]]
+    """
+    c, s, z = quantize_rows(W, bits, group_size, symmetric, convention, mse)
+    O, I = c.shape
+    G = s.shape[1]
+    q = s[:, :, None] * (c.reshape(O, G, I // G) - z[:, :, None])  # (O, G, g)
+    return q.reshape(O, I).astype(np.float32)

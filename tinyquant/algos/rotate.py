@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyquant.llm.model import linear
-
 
 def _paley2_12() -> np.ndarray:
     """The symmetric Hadamard matrix of order 12 = 2(q + 1), q = 5 (Paley construction II)."""
@@ -126,22 +124,15 @@ class RandomHadamard:
         return self.apply(np.eye(self.n))
 
 
-def rotate_weight(
-    W: np.ndarray, rot: RandomHadamard, rot_out: RandomHadamard | None = None
-) -> np.ndarray:
+def rotate_weight(W: np.ndarray, rot: RandomHadamard) -> np.ndarray:
     """W R: each row of W (O, I) rotated like the inputs will be, so (x R)(W R)ᵀ = x Wᵀ.
-
-    With ``rot_out`` (U, O×O) the result is Uᵀ W R, and then x Wᵀ = ((x R)(Uᵀ W R)ᵀ) Uᵀ.
 
     >>> rot, W = RandomHadamard(8, 1), np.arange(16.0).reshape(2, 8)
     >>> x = np.ones((1, 8))
     >>> bool(np.allclose(rot.apply(x) @ rotate_weight(W, rot).T, x @ W.T))
     True
     """
-    Wr = rot.apply(np.asarray(W, np.float64))  # (O, I) = W R
-    if rot_out is not None:
-        Wr = rot_out.apply(Wr.T).T  # Uᵀ W R = ((W R)ᵀ U)ᵀ
-    return Wr.astype(np.float32)
+    return rot.apply(np.asarray(W, np.float64)).astype(np.float32)  # (O, I) = W R
 
 
 def rotate_hessian(H: np.ndarray, rot: RandomHadamard) -> np.ndarray:
@@ -153,42 +144,3 @@ def rotate_hessian(H: np.ndarray, rot: RandomHadamard) -> np.ndarray:
     True
     """
     return rot.apply(rot.apply(np.asarray(H, np.float64)).T)  # (H R)ᵀ R = Rᵀ H R
-
-
-class RotatedLinear:
-    """y = linear(x R_in, W') [R_outᵀ]: a Linear whose weight W' was quantized in rotated space.
-
-    ``inner`` is what quantized W R_in (or R_outᵀ W R_in with an output rotation): a float
-    array or a QuantLinear. The model calls ``forward`` through ``linear(x, w)``.
-
-    >>> rot = RandomHadamard(16, 0)
-    >>> W = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
-    >>> lin = RotatedLinear(rot, rotate_weight(W, rot))
-    >>> x = np.ones((2, 16), np.float32)
-    >>> bool(np.allclose(lin.forward(x), x @ W.T, atol=1e-5)), lin.in_features, lin.out_features
-    (True, 16, 4)
-    """
-
-    def __init__(self, rot_in: RandomHadamard, inner, rot_out: RandomHadamard | None = None):
-        self.rot_in, self.inner, self.rot_out = rot_in, inner, rot_out
-        shape = (
-            inner.shape
-            if isinstance(inner, np.ndarray)
-            else (inner.out_features, inner.in_features)
-        )
-        self.out_features, self.in_features = int(shape[0]), int(shape[1])
-        if self.in_features != rot_in.n:
-            raise ValueError(f"rotation of size {rot_in.n} != in_features {self.in_features}")
-
-    @property
-    def nbytes(self) -> int:
-        """The inner weight's bytes plus one sign bit per rotated dimension."""
-        inner = self.inner.nbytes
-        n_signs = self.rot_in.n + (0 if self.rot_out is None else self.rot_out.n)
-        return int(inner + (n_signs + 7) // 8)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        y = linear(self.rot_in.apply(x).astype(np.float32), self.inner)  # (..., O)
-        if self.rot_out is not None:
-            y = self.rot_out.inverse(y)  # W' = Uᵀ W R  ⇒  y = (x R W'ᵀ) Uᵀ
-        return y.astype(np.float32)

@@ -25,6 +25,7 @@ def rtn_quantize(
     symmetric: bool = False,
     convention: str = "gptq",
     clip_ratio: float = 1.0,
+    scale_dtype: str = "float32",
 ) -> QTensor:
     """Round-to-nearest W (O, I) into a QTensor; ``group_size=None`` is per-channel.
 
@@ -41,18 +42,8 @@ def rtn_quantize(
     g = W.shape[1] if group_size is None else int(group_size)
     f = get_format(fmt)
     if f.kind != "int":  # nf4, fp4, fp8: absmax/scaled formats have one convention of their own
-        return quantize_tensor(W, f, (1, g))
+        return quantize_tensor(W, f, (1, g), scale_dtype=scale_dtype)
     if symmetric and convention == "gptq" and f.signed:
         raise ValueError(f"convention 'gptq' needs an unsigned format; use 'u{f.name}'")
     return quantize_tensor(W, f, (1, g), symmetric=symmetric, convention=convention,
-                           clip_ratio=clip_ratio)  # fmt: skip
-
-
-def rtn_fake_quantize(W: np.ndarray, bits: int, group_size: int | None = 128,
-                      symmetric: bool = False) -> np.ndarray:  # fmt: skip
-    """RTN then dequantize, in GPTQ's convention: the float weight the quantized model uses.
-
-    >>> rtn_fake_quantize(np.array([[0.0, 1.0, 2.0, 3.0]]), 2, None).tolist()
-    [[0.0, 1.0, 2.0, 3.0]]
-    """
-    return rtn_quantize(W, f"uint{bits}", group_size, symmetric, "gptq").dequantize()
+                           clip_ratio=clip_ratio, scale_dtype=scale_dtype)  # fmt: skip

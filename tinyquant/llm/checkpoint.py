@@ -84,17 +84,26 @@ def _check_params(params: dict, cfg: Config, where: str) -> None:
             f"{extra[:4]}); the file was written for another model — retrain or pick the right file"
         )
     for name, shape in expected.items():
-        if tuple(params[name].shape) != shape:
+        a = params[name]
+        if tuple(a.shape) != shape:
             raise ValueError(
-                f"{where}: {name} has shape {tuple(params[name].shape)} but the config implies "
+                f"{where}: {name} has shape {tuple(a.shape)} but the config implies "
                 f"{shape}; the checkpoint and its config disagree — retrain it"
+            )
+        if np.asarray(a).dtype.kind != "f" or not np.isfinite(a).all():
+            raise ValueError(
+                f"{where}: {name} holds NaN/Inf or is not a float tensor; the weights are "
+                "broken — retrain or pick another file"
             )
 
 
-def read_metadata(path: str | Path | None = None) -> dict[str, str]:
-    """The raw ``__metadata__`` strings of a safetensors file, validating its header."""
+def read_header(path: str | Path | None = None) -> dict:
+    """The JSON header of a safetensors file, checked against the file's size (any format).
+
+    Raises ValueError for a truncated or malformed file, FileNotFoundError if it is missing.
+    """
     path = SHIPPED if path is None else Path(path)
-    if not path.exists():
+    if not path.is_file():
         hint = (
             "train one with `tinyquant train`"
             if path == SHIPPED
@@ -116,10 +125,23 @@ def read_metadata(path: str | Path | None = None) -> dict[str, str]:
             raise ValueError(f"{bad} (unreadable header: {err}); re-save it") from err
     if not isinstance(header, dict):
         raise ValueError(f"{bad} (header is not a JSON object); re-save it")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise ValueError(f"{bad} (a tensor entry lacks data_offsets); re-save it") from err
     if 8 + n + max(ends, default=0) > size:
         raise ValueError(f"{bad}: tensor data is cut short ({size} bytes); the file is truncated")
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{bad} (__metadata__ is not a map of strings); re-save it")
+    header["__metadata__"] = meta
+    return header
+
+
+def read_metadata(path: str | Path | None = None) -> dict[str, str]:
+    """The ``__metadata__`` strings of a tinyquant model checkpoint, validating its header."""
+    path = SHIPPED if path is None else Path(path)
+    meta = read_header(path)["__metadata__"]
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{path} is a safetensors file but not a tinyquant model checkpoint "

@@ -137,6 +137,51 @@ def val_bytes() -> np.ndarray:
     return _val_cached().copy()
 
 
+def val_play_spans() -> dict[str, tuple[int, int]]:
+    """Byte span [start, end) of each validation play inside ``val_bytes()``.
+
+    >>> spans = val_play_spans()
+    >>> list(spans) == list(VALIDATION_PLAYS), spans["macbeth"][0]
+    (True, 0)
+    """
+    plays = load_plays()
+    spans, start = {}, 0
+    for name in VALIDATION_PLAYS:
+        n = len(encode(plays[name]))
+        spans[name] = (start, start + n)
+        start += n + 1  # the "\n" that joins two plays
+    return spans
+
+
+def eval_windows(n_windows: int | None, T: int = 256) -> list[tuple[int, int]]:
+    """The evaluation sample: ``n_windows`` windows spread evenly over all validation plays.
+
+    The validation bytes are tiled by windows of T + 1 bytes every T bytes (each window predicts
+    T bytes; every byte after the first is predicted once by the whole tiling). The sample takes
+    ``n_windows`` of the full windows at evenly spaced indices — never a prefix, so every play
+    is in it — or, with ``n_windows=None``, the whole tiling (the last window may be shorter).
+    Returns (start, length) pairs; a window covers bytes [start, start + length].
+
+    >>> w = eval_windows(4)
+    >>> len(w), w[0], w[-1][1]
+    (4, (0, 256), 256)
+    >>> sum(n for _, n in eval_windows(None)) == len(val_bytes()) - 1
+    True
+    """
+    n = len(_val_cached())
+    tiling = [(s, min(T, n - 1 - s)) for s in range(0, n - 1, T)]
+    if n_windows is None:
+        return tiling
+    full = [w for w in tiling if w[1] == T]
+    if not 1 <= int(n_windows) <= len(full) or int(n_windows) != n_windows:
+        raise ValueError(
+            f"n_windows must be an integer in [1, {len(full)}] (or None for every window), "
+            f"got {n_windows!r}"
+        )
+    idx = np.round(np.linspace(0, len(full) - 1, int(n_windows))).astype(int)
+    return [full[i] for i in idx]
+
+
 def sample_batch(
     data: np.ndarray, batch_size: int, T: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

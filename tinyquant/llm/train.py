@@ -22,7 +22,7 @@ from tinyquant.llm import data as D
 from tinyquant.llm.backward import AdamW, clip_grads, loss_and_grads
 from tinyquant.llm.checkpoint import save_checkpoint
 from tinyquant.llm.model import Config, init_params
-from tinyquant.metrics import eval_loss
+from tinyquant.llm.nll import eval_loss
 
 
 @dataclass(frozen=True)

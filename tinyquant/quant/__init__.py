@@ -3,8 +3,10 @@
 Re-exports the public functions of the ``tinyquant.quant`` modules (no logic here).
 """
 
+from .activations import fake_quantize_activations, quantize_activations
 from .affine import (
     CONVENTIONS,
+    as_float32,
     block_minmax,
     check_finite,
     choose_qparams,
@@ -28,11 +30,10 @@ from .observers import (
     MSEObserver,
     Observer,
     PercentileObserver,
-    dynamic_fake_quantize,
-    dynamic_quantize,
 )
 from .pack import pack, packed_length, to_signed, to_unsigned, unpack
-from .qtensor import QTensor, quantize_tensor
+from .qtensor import QTensor
+from .quantize import quantize_tensor
 
 __all__ = [
     "CONVENTIONS",
@@ -56,8 +57,9 @@ __all__ = [
     "dequantize",
     "decode",
     "dequantize_gguf",
-    "dynamic_fake_quantize",
-    "dynamic_quantize",
+    "as_float32",
+    "fake_quantize_activations",
+    "quantize_activations",
     "encode",
     "encode_codebook",
     "expand",

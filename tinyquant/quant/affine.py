@@ -20,7 +20,13 @@ How the reference implementations choose (scale, zero) — they disagree; we off
       unsigned codes on [0, maxq], zero = (maxq + 1) / 2, scale = 2·amax / maxq. Faithful to
       GPTQ including its quirk: a block with no negative value keeps xmin = 0, so scale =
       amax / maxq (half the grid unused). An all-zero block gets the range [−1, 1].
-  asymmetric (any convention; PyTorch observers, GPTQ sym=False):
+  asymmetric, convention="awq" (llm-awq ``pseudo_quantize_tensor``):
+      the range [min, max] is NOT widened to contain 0; scale = max(hi − lo, 1e-5) / (qmax −
+      qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax). A group far from 0 on one side
+      clamps its zero and loses its top codes (AWQ's own behaviour). As everywhere here the
+      scale is computed in float64 and rounded once to float32 (the reference's float16
+      tensor arithmetic rounds twice; we do not claim its last bit).
+  asymmetric (the other conventions; PyTorch observers, GPTQ sym=False):
       the range is widened to contain 0, lo = min(min x, 0), hi = max(max x, 0);
       scale = (hi − lo) / (qmax − qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax),
       an integer, so that x = 0 is exactly representable (padding, ReLU zeros stay exact).
@@ -50,6 +56,7 @@ from .granularity import check_block_size, num_blocks
 
 __all__ = [
     "CONVENTIONS",
+    "as_float32",
     "check_finite",
     "block_minmax",
     "qparams_from_range",
@@ -61,7 +68,7 @@ __all__ = [
     "code_dtype",
 ]
 
-CONVENTIONS = ("restricted", "full", "gptq")
+CONVENTIONS = ("restricted", "full", "gptq", "awq")
 SCALE_FLOOR = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2^-126
 
 
@@ -88,7 +95,14 @@ def check_finite(x: np.ndarray, name: str = "x") -> None:
         )
 
 
-def _as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
+def as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
+    """x as a float32 array of rank ≥ 1, or a ValueError naming ``name`` (dtype, 0-d, NaN/Inf).
+
+    >>> as_float32(np.array([1, 2]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: x has dtype int64; quantize floating-point arrays (float16/32/64), ...
+    """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(
@@ -175,7 +189,7 @@ def block_minmax(x: np.ndarray, block_size: Sequence[int]) -> tuple[np.ndarray, 
     >>> lo, hi
     (array([[-2.,  3.]], dtype=float32), array([[1., 4.]], dtype=float32))
     """
-    x = _as_float32(x)
+    x = as_float32(x)
     block = check_block_size(x.shape, block_size)
     xb = x.reshape(_blocked_shape(x.shape, block))  # (n0, b0, n1, b1, …)
     axes = tuple(range(1, 2 * x.ndim, 2))
@@ -247,6 +261,14 @@ def qparams_from_range(
         scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
         return _finite_scale(scale, keep=const), zero
 
+    if convention == "awq":  # AWQ: the range is the block's own, not widened to contain 0
+        if symmetric:
+            raise ValueError("convention 'awq' is asymmetric; pass symmetric=False")
+        width = np.maximum(hi64 - lo64, 1e-5)  # the reference's clamp(min=1e-5)
+        scale = (width / (qmax - qmin)).astype(np.float32)  # rounded once, as below
+        zero = np.clip(qmin - np.rint(lo / scale), qmin, qmax).astype(np.int32)
+        return scale, zero
+
     # asymmetric: widen to contain 0, integer zero-point (PyTorch observers, GPTQ sym=False)
     lo0, hi0 = np.minimum(lo, 0).astype(np.float32), np.maximum(hi, 0).astype(np.float32)
     scale = ((hi0.astype(np.float64) - lo0) / (qmax - qmin)).astype(np.float32)
@@ -299,7 +321,7 @@ def choose_qparams(
     >>> round(float(s[0, 0]), 6), int(z[0, 0]), quantize(x, s, z, "uint8", (1, 3))
     (0.013882, 72, array([[  0, 108, 255]], dtype=uint8))
     """
-    x = _as_float32(x)
+    x = as_float32(x)
     block = check_block_size(x.shape, block_size)
     if not 0.0 < clip_ratio <= 1.0:
         raise ValueError(f"clip_ratio must be in (0, 1], got {clip_ratio}")
@@ -328,7 +350,7 @@ def quantize(
     array([0, 2, 2, 7], dtype=int8)
     """
     f = _int_format(fmt)
-    x = _as_float32(x)
+    x = as_float32(x)
     scale = np.asarray(scale, dtype=np.float32)
     zero = np.asarray(zero)
     if np.any(~(scale > 0)):
@@ -382,6 +404,6 @@ def fake_quantize(
     >>> fake_quantize(np.array([[0.1, -0.4, 0.7]]), "int2", (1, 3))
     array([[ 0. , -0.7,  0.7]], dtype=float32)
     """
-    x = _as_float32(x)
+    x = as_float32(x)
     scale, zero = choose_qparams(x, fmt, block_size, symmetric, convention, clip_ratio)
     return dequantize(quantize(x, scale, zero, fmt, block_size), scale, zero, block_size)

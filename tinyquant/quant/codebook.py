@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .affine import _as_float32, block_minmax, expand
+from .affine import as_float32, block_minmax, expand
 from .formats import NF4_CODE, Format, get_format
 from .granularity import check_block_size, per_group
 from .pack import pack
@@ -137,7 +137,7 @@ def quantize_codebook(
     4.127
     """
     f = _codebook_format(fmt)
-    x = _as_float32(x)
+    x = as_float32(x)
     if block_size is None:
         default = 256 if f.name == "dynamic8" else 64
         block_size = per_group(x.shape, min(default, x.shape[-1]))

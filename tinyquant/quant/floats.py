@@ -34,6 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .affine import as_float32, block_minmax, expand
 from .formats import Format, get_format
 
 __all__ = [
@@ -189,10 +190,9 @@ def quantize_scaled_float(
     >>> s.tolist(), (decode(bits, "fp4_e2m1") * s).tolist()   # 4 / 6; 0.5 / s = 0.75 → 1
     ([[0.6666666865348816]], [[0.6666666865348816, -2.0, 1.0, 4.0]])
     """
-    from .affine import _as_float32, block_minmax, expand
 
     f = _float_format(fmt)
-    x = _as_float32(x)
+    x = as_float32(x)
     if scale is None:
         lo, hi = block_minmax(x, block_size)
         amax = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64) * clip_ratio

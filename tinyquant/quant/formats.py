@@ -13,6 +13,7 @@ Deep Learning" (E4M3fn, E5M2); OCP Microscaling spec v1.0 (E2M1); Dettmers et al
 
 Conventions:
   * signed b-bit integers cover [−2^(b−1), 2^(b−1) − 1]; unsigned [0, 2^b − 1];
+  * INT6 exists for llama.cpp-like mixes (Q6_K's 6-bit codes), in pack.py's 24-bit words;
   * ``ternary`` is {−1, 0, 1} stored in 2 bits (log2 3 ≈ 1.58 bits of information);
   * ``storage_bits`` is what one code costs in memory (scales and zeros are counted by QTensor).
 """
@@ -180,6 +181,8 @@ FORMATS: dict[str, Format] = {
     for f in [
         _int("int8", 8, True),
         _int("uint8", 8, False),
+        _int("int6", 6, True),
+        _int("uint6", 6, False),
         _int("int4", 4, True),
         _int("uint4", 4, False),
         _int("int3", 3, True),
@@ -217,7 +220,7 @@ def get_format(fmt: str | Format) -> Format:
     >>> get_format("int5")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown format 'int5'; valid formats are: int8, uint8, int4, uint4, int3, ...
+    ValueError: unknown format 'int5'; valid formats are: int8, uint8, int6, uint6, int4, ...
     """
     if isinstance(fmt, Format):
         return fmt

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import _as_float32
+from .affine import as_float32
 from .floats import decode, encode
 
 __all__ = ["GGUF_BLOCK_BYTES", "quantize_gguf", "dequantize_gguf", "roundf"]
@@ -54,7 +54,7 @@ def roundf(v: np.ndarray) -> np.ndarray:
 def _blocks(x: np.ndarray, kind: str) -> np.ndarray:
     if kind not in GGUF_BLOCK_BYTES:
         raise ValueError(f"unknown gguf block type {kind!r}; choose from {list(GGUF_BLOCK_BYTES)}")
-    x = _as_float32(x)
+    x = as_float32(x)
     n = x.shape[-1]
     if n % QK:
         raise ValueError(f"last dimension {n} is not a multiple of {QK}; pad it to {n + (-n) % QK}")

@@ -7,7 +7,7 @@ Every observer has the same protocol:
     scale, zero = obs.qparams()             # frozen: STATIC activation quantization
     x_hat = obs.fake_quantize(x_new)        # applies the frozen (scale, zero)
 
-    x_hat = dynamic_fake_quantize(x, "int8", "per_token")   # DYNAMIC: scales from x at run time
+DYNAMIC quantization (scales measured on each batch at run time) is activations.py's.
 
 How each picks the range (x the calibration values, a = |x|):
   min-max          lo = min x, hi = max x                                   (PyTorch MinMaxObserver)
@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import _as_float32, dequantize, fake_quantize, qparams_from_range, quantize
+from .affine import as_float32, dequantize, fake_quantize, qparams_from_range, quantize
 from .formats import Format, get_format
-from .granularity import per_tensor, per_token
+from .granularity import per_tensor
 
 __all__ = [
     "Observer",
@@ -42,8 +42,6 @@ __all__ = [
     "MSEObserver",
     "KLObserver",
     "OBSERVERS",
-    "dynamic_quantize",
-    "dynamic_fake_quantize",
 ]
 
 
@@ -64,7 +62,7 @@ class Observer:
         self.n_batches = 0  # how many observe() calls so far
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = _as_float32(x)
+        x = as_float32(x)
         if self.axis is not None and self.axis not in (-1, x.ndim - 1):
             raise ValueError(f"axis must be None or -1 (the last axis), got {self.axis}")
         self.n_batches += 1
@@ -291,50 +289,3 @@ OBSERVERS = {
     "mse": MSEObserver,
     "kl": KLObserver,
 }
-
-
-def dynamic_quantize(
-    x: np.ndarray,
-    fmt: str | Format = "int8",
-    granularity: str = "per_token",
-    symmetric: bool = True,
-    convention: str = "restricted",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dynamic quantization: (codes, scale, zero) computed from x itself at run time.
-
-    granularity "per_token": one scale per row (…, 1); "per_tensor": one scale.
-
-    >>> codes, scale, zero = dynamic_quantize(np.array([[1.0, -2.0], [0.5, 0.25]]))
-    >>> codes, scale.ravel()
-    (array([[  64, -127],
-           [ 127,   64]], dtype=int8), array([0.01574803, 0.00393701], dtype=float32))
-    """
-    x = _as_float32(x)
-    if granularity == "per_token":
-        block = per_token(x.shape)
-    elif granularity == "per_tensor":
-        block = per_tensor(x.shape)
-    else:
-        raise ValueError(f"granularity must be 'per_token' or 'per_tensor', got {granularity!r}")
-    from .affine import choose_qparams
-
-    scale, zero = choose_qparams(x, fmt, block, symmetric, convention)
-    return quantize(x, scale, zero, fmt, block), scale, zero
-
-
-def dynamic_fake_quantize(
-    x: np.ndarray,
-    fmt: str | Format = "int8",
-    granularity: str = "per_token",
-    symmetric: bool = True,
-    convention: str = "restricted",
-) -> np.ndarray:
-    """dequantize(dynamic_quantize(x)): what a W8A8 layer sees with run-time scales.
-
-    >>> dynamic_fake_quantize(np.array([[1.0, -2.0]]), "int8").tolist()
-    [[1.0078740119934082, -2.0]]
-    """
-    x = _as_float32(x)
-    codes, scale, zero = dynamic_quantize(x, fmt, granularity, symmetric, convention)
-    block = per_token(x.shape) if granularity == "per_token" else per_tensor(x.shape)
-    return dequantize(codes, scale, zero, block)

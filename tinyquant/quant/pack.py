@@ -1,6 +1,6 @@
 """Bit packing: b-bit unsigned codes ⇄ bytes, along the last axis, little-endian.
 
-    n codes of b bits  →  n·b/8 bytes        (b ∈ {8, 4, 3, 2})
+    n codes of b bits  →  n·b/8 bytes        (b ∈ {8, 6, 4, 3, 2})
 
 Codes must be *unsigned*, in [0, 2^b). Signed codes q ∈ [−2^(b−1), 2^(b−1)) are stored offset
 by 2^(b−1) (``to_unsigned`` / ``to_signed``; QTensor does this, kernels undo it). The layouts
@@ -18,6 +18,9 @@ by 2^(b−1) (``to_unsigned`` / ``to_signed``; QTensor does this, kernels undo i
           code :   c7     c6     c5     c4     c3   c2   c1   c0
         (c2 and c5 straddle a byte boundary.)
 
+  INT6  4 codes → 3 bytes: the 24-bit little-endian word w = Σ_j c[4k+j] << 6j,
+        stored as INT3's three bytes (c1 and c2 straddle byte boundaries).
+
   INT8  byte k = c[k].
 
 Relation to other layouts: llama.cpp Q4_0 puts element j in the low nibble and j+16 in the high
@@ -31,9 +34,9 @@ import numpy as np
 
 __all__ = ["pack", "unpack", "to_unsigned", "to_signed", "packed_length", "SUPPORTED_BITS"]
 
-SUPPORTED_BITS = (8, 4, 3, 2)
-_CODES_PER_UNIT = {8: 1, 4: 2, 3: 8, 2: 4}  # codes per whole number of bytes
-_BYTES_PER_UNIT = {8: 1, 4: 1, 3: 3, 2: 1}
+SUPPORTED_BITS = (8, 6, 4, 3, 2)
+_CODES_PER_UNIT = {8: 1, 6: 4, 4: 2, 3: 8, 2: 4}  # codes per whole number of bytes
+_BYTES_PER_UNIT = {8: 1, 6: 3, 4: 1, 3: 3, 2: 1}
 
 
 def _check_bits(bits: int) -> int:
@@ -113,13 +116,14 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
         c = c.reshape(*lead, n // 4, 4)  # (…, n/4, 4)
         byte = c[..., 0] | (c[..., 1] << 2) | (c[..., 2] << 4) | (c[..., 3] << 6)
         return byte.astype(np.uint8)  # (…, n/4)
-    # bits == 3: 8 codes → one 24-bit word → 3 bytes
-    c = c.reshape(*lead, n // 8, 8)  # (…, n/8, 8)
+    # bits == 3 or 6: 24/bits codes → one 24-bit word → 3 bytes
+    k = 24 // bits
+    c = c.reshape(*lead, n // k, k)  # (…, n/k, k)
     w = np.zeros(c.shape[:-1], dtype=np.uint32)
-    for j in range(8):
-        w |= c[..., j] << (3 * j)
-    out = np.stack([w & 0xFF, (w >> 8) & 0xFF, w >> 16], axis=-1)  # (…, n/8, 3)
-    return out.astype(np.uint8).reshape(*lead, n // 8 * 3)  # (…, 3n/8)
+    for j in range(k):
+        w |= c[..., j] << (bits * j)
+    out = np.stack([w & 0xFF, (w >> 8) & 0xFF, w >> 16], axis=-1)  # (…, n/k, 3)
+    return out.astype(np.uint8).reshape(*lead, n // k * 3)  # (…, 3n/k)
 
 
 def unpack(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
@@ -146,8 +150,9 @@ def unpack(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
         c = np.stack([p & 0xF, p >> 4], axis=-1)  # (…, n/2, 2)
     elif bits == 2:
         c = np.stack([(p >> s) & 0x3 for s in (0, 2, 4, 6)], axis=-1)  # (…, n/4, 4)
-    else:
-        p = p.reshape(*lead, n // 8, 3)  # (…, n/8, 3)
+    else:  # 3 or 6 bits: 3 bytes hold one 24-bit word of 24/bits codes
+        k, mask = 24 // bits, (1 << bits) - 1
+        p = p.reshape(*lead, n // k, 3)  # (…, n/k, 3)
         w = p[..., 0] | (p[..., 1] << 8) | (p[..., 2] << 16)
-        c = np.stack([(w >> (3 * j)) & 0x7 for j in range(8)], axis=-1)  # (…, n/8, 8)
+        c = np.stack([(w >> (bits * j)) & mask for j in range(k)], axis=-1)  # (…, n/k, k)
     return c.astype(np.uint8).reshape(*lead, n)

@@ -21,19 +21,19 @@ Shape legend: x (d0, …, d_last); codes (d0, …, d_last·b/8); scale/zero (d0/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import affine
+from .floats import decode
 from .formats import Format, get_format
 from .granularity import check_block_size, num_blocks
-from .pack import pack, packed_length, to_signed, to_unsigned, unpack
+from .pack import packed_length, to_signed, unpack
 
-__all__ = ["QTensor", "quantize_tensor"]
+__all__ = ["QTensor", "SCALE_DTYPES"]
 
-_SCALE_DTYPES = {"float32": np.float32, "float16": np.float16}
+SCALE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +41,7 @@ class QTensor:
     """Packed codes + scale (+ zero) + format + block_size + original shape.
 
     >>> w = np.arange(-8, 8, dtype=np.float32).reshape(2, 8)
+    >>> from tinyquant.quant import quantize_tensor
     >>> qt = quantize_tensor(w, "int4", (1, 8))
     >>> qt.codes.shape, qt.scale.shape, qt.zero, qt.nbytes, qt.bits_per_weight
     ((2, 4), (2, 1), None, 16, 8.0)
@@ -76,8 +77,53 @@ class QTensor:
                 )
         elif np.shape(self.scale) != want:
             raise ValueError(f"scale must have shape {want}, got {np.shape(self.scale)}")
+        elif np.asarray(self.scale).dtype not in (np.float16, np.float32):
+            raise ValueError(
+                f"scale must be float16 or float32, got {np.asarray(self.scale).dtype}"
+            )
         if self.zero is not None and np.shape(self.zero) != want:
             raise ValueError(f"zero must have shape {want}, got {np.shape(self.zero)}")
+        if self.zero is not None and np.asarray(self.zero).dtype not in (np.int8, np.uint8):
+            raise ValueError(f"zero must be int8 or uint8, got {np.asarray(self.zero).dtype}")
+
+    # -- storage --------------------------------------------------------------------------------
+    def to_state(self, prefix: str = "") -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays named ``prefix``codes/scale/zero, JSON-able layout) — what a file stores.
+
+        >>> from tinyquant.quant import quantize_tensor
+        >>> qt = quantize_tensor(np.ones((2, 4), np.float32), "uint4", (1, 4), symmetric=False)
+        >>> arrays, meta = qt.to_state("w.")
+        >>> sorted(arrays), meta["fmt"], QTensor.from_state(arrays, meta, "w.").nbytes == qt.nbytes
+        (['w.codes', 'w.scale', 'w.zero'], 'uint4', True)
+        """
+        arrays = {prefix + "codes": self.codes}
+        meta = {"fmt": self.fmt.name, "block_size": list(self.block_size),
+                "shape": list(self.shape), "scale_offset": self.scale_offset}  # fmt: skip
+        if isinstance(self.scale, QTensor):
+            nested, meta["scale"] = self.scale.to_state(prefix + "scale.")
+            arrays |= nested
+        else:
+            arrays[prefix + "scale"] = np.asarray(self.scale)
+        if self.zero is not None:
+            arrays[prefix + "zero"] = np.asarray(self.zero)
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> QTensor:
+        """Inverse of ``to_state``; every field is checked against the layout it claims."""
+        try:
+            scale = (
+                cls.from_state(arrays, meta["scale"], prefix + "scale.")
+                if isinstance(meta.get("scale"), dict)
+                else arrays[prefix + "scale"]
+            )
+            return cls(np.asarray(arrays[prefix + "codes"]), scale, arrays.get(prefix + "zero"),
+                       get_format(meta["fmt"]), tuple(meta["block_size"]), tuple(meta["shape"]),
+                       meta.get("scale_offset"))  # fmt: skip
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"quantized tensor {prefix!r} is incomplete ({err!r} missing)"
+            ) from err
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -127,66 +173,5 @@ class QTensor:
             grid = np.array(self.fmt.grid, dtype=np.float32)
             vals = grid[codes]  # (…) float32
         else:
-            from .floats import decode
-
             vals = decode(codes, self.fmt)
         return (vals * affine.expand(scale, self.block_size, self.shape)).astype(np.float32)
-
-
-def quantize_tensor(
-    x: np.ndarray,
-    fmt: str | Format,
-    block_size: Sequence[int],
-    symmetric: bool = True,
-    convention: str = "restricted",
-    clip_ratio: float = 1.0,
-    scale_dtype: str = "float32",
-) -> QTensor:
-    """Quantize ``x`` round-to-nearest with min-max parameters into a packed QTensor.
-
-    Integer formats go through affine.py; nf4/fp4_bnb through codebook.py (absmax blocks);
-    float formats (fp8_e4m3, fp8_e5m2, fp4_e2m1) are scaled so that amax maps to max_finite.
-
-    >>> x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
-    >>> qt = quantize_tensor(x, "uint4", (1, 32), symmetric=False)
-    >>> qt.codes.nbytes, qt.scale.nbytes, qt.zero.nbytes, qt.bits_per_weight
-    (32, 8, 2, 5.25)
-    >>> quantize_tensor(x, "int4", (1, 32), scale_dtype="float16").scale.dtype
-    dtype('float16')
-    """
-    f = get_format(fmt)
-    if scale_dtype not in _SCALE_DTYPES:
-        raise ValueError(f"scale_dtype must be one of {list(_SCALE_DTYPES)}, got {scale_dtype!r}")
-    if f.kind == "codebook":
-        from .codebook import quantize_codebook
-
-        return quantize_codebook(x, f, block_size=block_size)
-    x = affine._as_float32(x)
-    block = check_block_size(x.shape, block_size)
-    if f.kind == "float":
-        from .floats import quantize_scaled_float
-
-        bits, scale = quantize_scaled_float(x, f, block, clip_ratio=clip_ratio)
-        scale = _store_scale(scale, scale_dtype)
-        bits, scale = quantize_scaled_float(x, f, block, scale=scale.astype(np.float32))
-        return QTensor(pack(bits, f.storage_bits), _store_scale(scale, scale_dtype), None, f,
-                       block, x.shape)  # fmt: skip
-    scale, zero = affine.choose_qparams(x, f, block, symmetric, convention, clip_ratio)
-    scale = _store_scale(scale, scale_dtype)
-    codes = affine.quantize(x, scale.astype(np.float32), zero, f, block)
-    if f.signed:
-        codes = to_unsigned(codes, f.storage_bits)
-    keep_zero = (not symmetric) or convention == "gptq"
-    zero_stored = zero.astype(affine.code_dtype(f)) if keep_zero else None
-    return QTensor(pack(codes, f.storage_bits), scale, zero_stored, f, block, x.shape)
-
-
-def _store_scale(scale: np.ndarray, scale_dtype: str) -> np.ndarray:
-    with np.errstate(over="ignore", under="ignore"):
-        s = np.asarray(scale, dtype=np.float32).astype(_SCALE_DTYPES[scale_dtype])
-    if not np.all(np.isfinite(s) & (s > 0)):
-        raise ValueError(
-            f"a scale does not fit in {scale_dtype} (range {scale.min():g}..{scale.max():g}); "
-            "use scale_dtype='float32'"
-        )
-    return s

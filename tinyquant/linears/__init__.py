@@ -1,0 +1,23 @@
+"""Everything that replaces a weight in a quantized model, behind one protocol (protocol.py).
+
+``QuantLinear``        a QTensor weight, fake-quant or integer path, weight-only or W8A8
+``ActQuantLinear``     int8 activations (per token / per tensor, dynamic / static) in front
+``RotatedLinear``      a weight quantized in Hadamard-rotated space
+``Int8OutlierLinear``  LLM.int8(): int8 with float outlier features
+"""
+
+from .protocol import PATHS, QLinear
+from .quant_linear import QuantLinear
+from .registry import LINEAR_TYPES, linear_from_state
+from .wrappers import ActQuantLinear, Int8OutlierLinear, RotatedLinear
+
+__all__ = [
+    "PATHS",
+    "QLinear",
+    "QuantLinear",
+    "ActQuantLinear",
+    "RotatedLinear",
+    "Int8OutlierLinear",
+    "LINEAR_TYPES",
+    "linear_from_state",
+]

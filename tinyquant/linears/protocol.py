@@ -1,0 +1,78 @@
+"""The Linear protocol: what every object that replaces a weight in the params dict provides.
+
+    forward(x)         y = x Wᵀ for x (…, in_features) → (…, out_features) float32
+    in_features, out_features
+    nbytes             bytes of the weight as stored (codes, scales, zeros, signs, …)
+    path               "fake" (dequantized weights, float matmul) or "int" (integer kernels)
+    has_int_kernel     whether ``with_path("int")`` exists for this object
+    with_path(path)    the same weight on the other path — a new object, never a mutation
+    to_state(prefix)   (arrays, JSON-able layout) for a quantized checkpoint; ``from_state``
+                       (a classmethod) reads it back
+
+The model's single call site ``linear(x, w)`` calls ``w.forward(x)``; nothing else is asked of
+a replaced weight, so a new kind of quantized Linear is a new class, not a new flag.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["QLinear", "PATHS", "check_path", "check_input"]
+
+PATHS = ("fake", "int")
+
+
+@runtime_checkable
+class QLinear(Protocol):
+    in_features: int
+    out_features: int
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def has_int_kernel(self) -> bool: ...
+
+    def forward(self, x: np.ndarray) -> np.ndarray: ...
+
+    def with_path(self, path: str) -> QLinear: ...
+
+    def to_state(self, prefix: str = "") -> tuple[dict[str, np.ndarray], dict]: ...
+
+
+def check_path(path: str, has_int_kernel: bool, what: str) -> str:
+    """``path`` if it is valid for this Linear, else a ValueError saying what to do.
+
+    >>> check_path("fake", False, "nf4 weights")
+    'fake'
+    """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "int" and not has_int_kernel:
+        raise ValueError(f"{what} have no integer kernel; use path='fake'")
+    return path
+
+
+def check_input(x: np.ndarray, in_features: int) -> np.ndarray:
+    """x as float32 (…, in_features), finite — the same check on both paths.
+
+    >>> check_input(np.ones((2, 3)), 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: x has 3 features on its last axis but this Linear expects 4
+    """
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        got = "a 0-d scalar" if x.ndim == 0 else f"{x.shape[-1]} features on its last axis"
+        raise ValueError(f"x has {got} but this Linear expects {in_features}")
+    if x.dtype.kind != "f":
+        raise ValueError(f"x must be a float array, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("x holds NaN or Inf; the layer input must be finite")
+    return x

@@ -1,0 +1,191 @@
+"""``QuantLinear``: one quantized weight (a QTensor), two execution paths.
+
+    fake path:  y = x Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32)              (weight-only)
+                y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum in float64        (W8A8, exact)
+    int path:   the Numba kernels on the packed codes (``tinyquant.kernels``):
+                weight-only  y = Σ_g s·(Σ q·x − z·Σx)        (prepacked rows-in-lanes layout)
+                W8A8         y = s_x · s_w · (q_x q_wᵀ)       (exact int32 accumulation)
+
+Both paths compute the same function. Weight-only: they differ only by float32 rounding (the
+int path reassociates sums), which the tests bound on the whole model. W8A8: they agree to the
+bit — necessarily, since a last-bit difference can flip a per-token activation code at a
+rounding tie, and such a flip propagates through the following layers.
+Refs: Jacob et al. 2018 (fake quantization vs integer inference); Frantar et al. 2023 "GPTQ" and
+Lin et al. 2024 "AWQ" (weight-only, group-wise); Xiao et al. 2023 "SmoothQuant" (W8A8).
+Shape legend: T tokens (all leading axes flattened), I in features, O out features,
+g group size, G = I / g.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyquant.kernels import pack_w8a8_u8, packed_linear, prepack, w8a8_packed_linear
+from tinyquant.quant import QTensor, quantize_activations, quantize_tensor
+
+from .protocol import check_input, check_path
+
+__all__ = ["QuantLinear"]
+
+INT_KERNEL_BITS = (8, 4, 3, 2)  # storage widths the weight-only kernels run
+
+
+class QuantLinear:
+    """A quantized Linear y = x Wᵀ holding a QTensor W (out, in), run fake-quant or integer.
+
+    Weight-only (``act_bits=None``): any format; the int path runs integer formats of 8/4/3/2
+    bits with per-group or per-channel blocks (1, g). W8A8 (``act_bits=8``): symmetric int8
+    per-channel weights (block (1, I), no zero), activations quantized per token at run time.
+
+    >>> rng = np.random.default_rng(0)
+    >>> w = rng.standard_normal((96, 64)).astype(np.float32)
+    >>> ql = QuantLinear.from_weight(w, "int4", group_size=32)
+    >>> ql.in_features, ql.out_features, ql.nbytes   # 96·64/2 codes + 96·2 float32 scales
+    (64, 96, 3840)
+    >>> x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    >>> y_fake, y_int = ql.forward(x), ql.with_path("int").forward(x)
+    >>> y_fake.shape, bool(np.allclose(y_fake, y_int, rtol=1e-4, atol=1e-4))
+    ((2, 5, 96), True)
+    """
+
+    def __init__(
+        self,
+        qtensor: QTensor,
+        path: str = "fake",
+        act_bits: int | None = None,
+        kernels: str | None = None,
+    ) -> None:
+        if not isinstance(qtensor, QTensor):
+            raise ValueError(f"qtensor must be a QTensor, got {type(qtensor).__name__}")
+        if len(qtensor.shape) != 2:
+            raise ValueError(f"a Linear weight is 2-D (out, in), got shape {qtensor.shape}")
+        if act_bits not in (None, 8):
+            raise ValueError(f"act_bits must be None (weight-only) or 8 (W8A8), got {act_bits}")
+        self.qtensor, self.act_bits, self.kernels = qtensor, act_bits, kernels
+        self.out_features, self.in_features = qtensor.shape
+        if act_bits == 8:
+            self._check_w8a8()
+        self._path = check_path(path, self.has_int_kernel, f"{qtensor.fmt.name} weights")
+        self._w_fake: np.ndarray | None = None  # dequantized weight, made on first fake call
+        self._packed = None  # kernel layout, made on first int call
+
+    @classmethod
+    def from_weight(
+        cls,
+        w: np.ndarray,
+        fmt: str = "int4",
+        group_size: int | None = 128,
+        symmetric: bool = True,
+        act_bits: int | None = None,
+        path: str = "fake",
+        kernels: str | None = None,
+    ) -> QuantLinear:
+        """Round-to-nearest quantize a float weight (O, I) (per-channel when group_size is None).
+
+        >>> QuantLinear.from_weight(np.eye(8, dtype=np.float32), "int8", None, act_bits=8)
+        QuantLinear(8 → 8, int8 per-channel, W8A8, path='fake')
+        """
+        w = np.asarray(w, dtype=np.float32)
+        if w.ndim != 2:
+            raise ValueError(f"w must be 2-D (out, in), got shape {w.shape}")
+        g = w.shape[1] if group_size is None else int(group_size)
+        qt = quantize_tensor(w, fmt, (1, g), symmetric=symmetric)
+        return cls(qt, path=path, act_bits=act_bits, kernels=kernels)
+
+    # -- the protocol -----------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """ "fake" (dequantize, float matmul) or "int" (Numba kernels on the codes)."""
+        return self._path
+
+    @property
+    def has_int_kernel(self) -> bool:
+        qt = self.qtensor
+        return (qt.fmt.kind == "int" and qt.fmt.storage_bits in INT_KERNEL_BITS
+                and qt.block_size[0] == 1)  # fmt: skip
+
+    def with_path(self, path: str) -> QuantLinear:
+        return QuantLinear(self.qtensor, path, self.act_bits, self.kernels)
+
+    @property
+    def group_size(self) -> int:
+        return int(self.qtensor.block_size[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the quantized weight as stored (codes + scales + zeros)."""
+        return self.qtensor.nbytes
+
+    def to_state(self, prefix: str = "") -> tuple[dict[str, np.ndarray], dict]:
+        arrays, qmeta = self.qtensor.to_state(prefix)
+        return arrays, {"type": "QuantLinear", "act_bits": self.act_bits, "qtensor": qmeta}
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> QuantLinear:
+        return cls(QTensor.from_state(arrays, meta["qtensor"], prefix), act_bits=meta["act_bits"])
+
+    def __repr__(self) -> str:
+        g = self.group_size
+        gran = "per-channel" if g == self.in_features else f"g{g}"
+        kind = "W8A8" if self.act_bits == 8 else "weight-only"
+        return (
+            f"QuantLinear({self.in_features} → {self.out_features}, {self.qtensor.fmt.name} "
+            f"{gran}, {kind}, path={self.path!r})"
+        )
+
+    # -- the two paths ----------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = x Wᵀ for x (..., I) → (..., O) float32, on the chosen path."""
+        x = check_input(x, self.in_features)
+        lead = x.shape[:-1]
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (T, I)
+        y = self._forward_int(x2) if self.path == "int" else self._forward_fake(x2)
+        return y.reshape(*lead, self.out_features)
+
+    def _forward_fake(self, x: np.ndarray) -> np.ndarray:
+        if self.act_bits == 8:
+            # x̂ Ŵᵀ = s_x s_wᵀ ⊙ (q_x q_wᵀ): the scales factor out of the sum (they sit on t and
+            # o); the integer-valued sum is exact in float64, so this float reference and the
+            # integer kernel agree to the bit
+            if self._w_fake is None:
+                self._w_fake = self.qtensor.unpacked_codes().astype(np.float64)  # q_w (O, I)
+            q, s = quantize_activations(x, "per_token")  # (T, I) int8, (T,)
+            acc = (q.astype(np.float64) @ self._w_fake.T).astype(np.float32)  # (T, O) exact
+            return acc * s[:, None] * self.qtensor.scale_values()[None, :, 0]
+        if self._w_fake is None:
+            self._w_fake = self.qtensor.dequantize().astype(np.float32)  # Ŵ (O, I)
+        return (x @ self._w_fake.T).astype(np.float32)  # (T, O)
+
+    def _forward_int(self, x: np.ndarray) -> np.ndarray:
+        packed = self._int_params()
+        if self.act_bits == 8:
+            return w8a8_packed_linear(x, packed, self.kernels)
+        return packed_linear(x, packed)
+
+    # -- kernel parameters ------------------------------------------------------------------------
+    def _check_w8a8(self) -> None:
+        qt = self.qtensor
+        if qt.fmt.name != "int8" or qt.zero is not None or qt.block_size[1] != self.in_features:
+            raise ValueError(
+                "W8A8 needs symmetric int8 per-channel weights (format 'int8', block_size "
+                f"(1, {self.in_features}), no zero-point); got {qt.fmt.name} block_size "
+                f"{qt.block_size} zero={'yes' if qt.zero is not None else 'no'}"
+            )
+
+    def _int_params(self):
+        """The kernel's own layout of the weight, built once (load time)."""
+        if self._packed is not None:
+            return self._packed
+        qt = self.qtensor
+        scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
+        if self.act_bits == 8:
+            # a signed int8 QTensor stores u = q + 128: exactly the VNNI operand
+            self._packed = pack_w8a8_u8(np.ascontiguousarray(qt.codes), scale[:, 0].copy(),
+                                        self.kernels)  # fmt: skip
+            return self._packed
+        bits = qt.fmt.storage_bits
+        zero = np.zeros(scale.shape, np.float32) if qt.zero is None else qt.zero.astype(np.float32)
+        if qt.fmt.signed:
+            zero = zero + np.float32(1 << (bits - 1))  # unsigned codes: q_u = q + 2^(b−1)
+        self._packed = prepack(qt.codes, scale, zero, self.group_size, bits)
+        return self._packed
