@@ -137,7 +137,7 @@ def test_shipped_checkpoint_is_a_finished_run_of_the_default_preset():
 
 def test_shipped_checkpoint_prefix_validation_loss_matches_its_metadata():
     from tinyquant.llm.data import val_bytes
-    from tinyquant.metrics import eval_loss
+    from tinyquant.llm.nll import eval_loss
 
     params, cfg, meta = _shipped()
     n = meta["train_config"]["eval_bytes"]
@@ -148,7 +148,7 @@ def test_shipped_checkpoint_prefix_validation_loss_matches_its_metadata():
 @pytest.mark.slow
 def test_shipped_checkpoint_full_validation_loss_matches_its_metadata():
     from tinyquant.llm.data import val_bytes
-    from tinyquant.metrics import eval_loss
+    from tinyquant.llm.nll import eval_loss
 
     params, cfg, meta = _shipped()
     got = eval_loss(params, cfg, val_bytes())
