@@ -1,12 +1,14 @@
 """Packing and QTensor byte accounting, over generated codes and tensors."""
 
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from spec_strategies import tensors
 
 from tinyquant.quant import (
+    choose_qparams,
     fake_quantize,
     get_format,
     num_blocks,
@@ -70,11 +72,10 @@ def test_qtensor_nbytes_equals_the_bytes_of_its_packed_arrays(xg, fs, scale_dtyp
     x, g = xg
     fmt, sym = fs
     x = np.clip(x, -6e4, 6e4)  # keep fp16 scales finite
-    try:
-        qt = quantize_tensor(x, fmt, (1, g), symmetric=sym, scale_dtype=scale_dtype)
-    except ValueError as e:  # an fp16 scale that underflows is refused, loudly
-        assert "does not fit in float16" in str(e)
-        return
+    if scale_dtype == "float16":  # an fp16 scale that underflows is refused (tested below)
+        scale, _ = choose_qparams(x, fmt, (1, g), symmetric=sym)
+        assume(np.all(scale.astype(np.float16) > 0))
+    qt = quantize_tensor(x, fmt, (1, g), symmetric=sym, scale_dtype=scale_dtype)
     n_blocks = int(np.prod(num_blocks(x.shape, (1, g))))
     bits = get_format(fmt).storage_bits
     expected = (
@@ -109,3 +110,11 @@ def test_codebook_qtensor_nbytes_counts_codes_absmax_and_double_quant_state(rows
     else:
         expected = x.size // 2 + 4 * n_abs
     assert qt.nbytes == expected
+
+
+@given(st.integers(1, 3), st.sampled_from(["int8", "int4", "uint4"]))
+def test_a_scale_that_underflows_float16_is_refused_with_a_clear_error(rows, fmt):
+    x = np.full((rows, 8), 1e-9, np.float32)
+    x[:, 0] = -1e-9
+    with pytest.raises(ValueError, match="does not fit in float16"):
+        quantize_tensor(x, fmt, (1, 8), symmetric=fmt != "uint4", scale_dtype="float16")

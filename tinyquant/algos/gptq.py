@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -136,6 +137,110 @@ def damped_hinv_factor(
     )
 
 
+class GroupParams:
+    """Each group's (scale, zero) and how it is chosen: the one place GPTQ decides (both twins).
+
+    ``static_groups``: every group fitted to the original W before any update; column perm[k]
+    uses group perm[k] // g. Otherwise group k // g is fitted when its first column k is
+    reached, to ``current()``: its columns with every update so far applied — or, with
+    ``group_params_from="chunk_start"``, to ``chunk_start``: as they were when the chunk began
+    (the reference implementation's stale in-chunk values). Arrays are (O, g) column blocks.
+    """
+
+    def __init__(self, W, perm, g, qparams, static_groups, params_from):
+        O, I = W.shape
+        self.perm, self.g, self.qparams = perm, g, qparams
+        self.static, self.params_from = static_groups, params_from
+        self.scale = np.zeros((O, I // g), np.float32)  # (O, G)
+        self.zero = np.zeros((O, I // g), np.float32)  # (O, G)
+        self.g_of_pos = np.zeros(I, np.int32)  # (I,) group of each processed position
+        if static_groups:
+            for k in range(I // g):
+                self.scale[:, k], self.zero[:, k] = qparams(W[:, k * g : (k + 1) * g])
+
+    def at(self, k: int, current, chunk_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, zero), each (O,), for processing position k; fits its group if k opens it."""
+        if self.static:
+            grp = int(self.perm[k]) // self.g
+        else:
+            grp = k // self.g
+            if k % self.g == 0:
+                cols = chunk_start if self.params_from == "chunk_start" else current()  # (O, g)
+                # one memory layout for both twins, so a reduction sums in the same order
+                cols = np.ascontiguousarray(cols.T).T
+                self.scale[:, grp], self.zero[:, grp] = self.qparams(cols)
+        self.g_of_pos[k] = grp
+        return self.scale[:, grp], self.zero[:, grp]
+
+
+def prepare(W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,
+            group_params_from, scale_dtype):  # fmt: skip
+    """Steps shared by both twins. Returns (W (O, I) in processing order, U, perm, groups, damp).
+
+    1) dead inputs: a column nobody excites is set to zero and made harmless in H
+    2) static groups from the original W  3) act-order: columns by decreasing diag H
+    4) U = upper Cholesky factor of (H + λI)⁻¹ (= Alg. 1's Cholesky(H⁻¹)ᵀ), float32.
+    """
+    W = np.array(W, dtype=np.float32)  # a copy: we edit it
+    H = np.array(H, dtype=np.float64)
+    O, I = W.shape
+    if H.shape != (I, I):
+        raise ValueError(f"H has shape {H.shape}, expected ({I}, {I}) for W of shape {W.shape}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits} is outside 1..8; GPTQ here quantizes to uniform int grids")
+    g = I if group_size is None else int(group_size)
+    if I % g:
+        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
+    if scale_dtype not in ("float32", "float16"):
+        raise ValueError(f"scale_dtype must be 'float32' or 'float16', got {scale_dtype!r}")
+    fit = mse_qparams if mse else minmax_qparams
+
+    def qparams(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s, z = fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
+        return s.astype(scale_dtype).astype(np.float32), z
+
+    dead = np.diag(H) == 0  # 1)
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(I)  # 3)
+    groups = GroupParams(W, perm, g, qparams, static_groups, group_params_from)  # 2)
+    U, damp_used = damped_hinv_factor(H[np.ix_(perm, perm)], damp)  # 4)
+    return W[:, perm], np.ascontiguousarray(U), perm, groups, damp_used
+
+
+def finish(codes, Q, losses, perm, groups, bits, group_size, act_order, damp, scale_dtype):
+    """The result in the original column order (codes, Q (O, I) and losses (I,) as processed)."""
+    inv = np.argsort(perm)
+    return GPTQResult(
+        codes=np.ascontiguousarray(codes[:, inv]),
+        scale=groups.scale,
+        zero=groups.zero,
+        g_idx=groups.g_of_pos[inv].astype(np.int32),
+        losses=losses[inv],
+        weight=np.ascontiguousarray(Q[:, inv]),
+        bits=bits,
+        group_size=group_size,
+        perm=perm if act_order else None,
+        damp=damp,
+        scale_dtype=scale_dtype,
+    )
+
+
+def _current_columns(WT, U, W1, Err1, i1, j1, j2, i, g):
+    """Group columns k..k+g (k = i1 + i) as they are now, (O, g): the stored rows minus the
+    updates still pending — from sub-chunk columns j1..i onto the rest of the chunk, and from
+    chunk columns i1..k onto the later chunks."""
+    i2, k = i1 + len(W1), i1 + i
+    U1 = U[i1:i2, i1:i2]  # (c, c)
+    return np.concatenate(
+        [
+            W1[i : min(j2, i + g)],
+            W1[j2 : i + g] - U1[j1:i, j2 : i + g].T @ Err1[j1:i],
+            WT[i2 : k + g] - U[i1:k, i2 : k + g].T @ Err1[:i],
+        ]
+    ).T  # (O, g)
+
+
 def gptq_quantize(
     W: np.ndarray,
     H: np.ndarray,
@@ -156,6 +261,7 @@ def gptq_quantize(
     reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
     ``scale_dtype="float16"`` rounds each scale to float16 *before* its codes are chosen (as
     stored by GPTQ/AutoGPTQ checkpoints), so codes and stored scales agree exactly.
+    The literal Algorithm 1 is :func:`tinyquant.algos.gptq_reference.gptq_reference`.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(256, 16)) @ rng.normal(size=(16, 16))
@@ -164,56 +270,19 @@ def gptq_quantize(
     >>> r.codes.shape, int(r.codes.max()) <= 7, r.scale.shape
     ((8, 16), True, (8, 1))
     """
-    W = np.asarray(W, dtype=np.float32)
-    H = np.array(H, dtype=np.float64)  # a copy: we edit it
-    O, I = W.shape
-    if H.shape != (I, I):
-        raise ValueError(f"H has shape {H.shape}, expected ({I}, {I}) for W of shape {W.shape}")
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits={bits} is outside 1..8; GPTQ here quantizes to uniform int grids")
-    g = I if group_size is None else int(group_size)
-    if I % g:
-        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
     if chunk < 1:
         raise ValueError(f"chunk={chunk} must be a positive number of columns (GPTQ uses 128)")
-    maxq = 2**bits - 1
-    fit = mse_qparams if mse else minmax_qparams
-
-    if scale_dtype not in ("float32", "float16"):
-        raise ValueError(f"scale_dtype must be 'float32' or 'float16', got {scale_dtype!r}")
-
-    def qparams(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, z = fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
-        return s.astype(scale_dtype).astype(np.float32), z
-
-    # 1) dead inputs: a column nobody excites is set to zero and made harmless in H
-    dead = np.diag(H) == 0
-    H[dead, dead] = 1.0
-    W = W.copy()
-    W[:, dead] = 0.0
-
-    # 2) static groups: every group's (scale, zero) from the original W, before any update
-    G = I // g
-    scale = np.zeros((O, G), np.float32)
-    zero = np.zeros((O, G), np.float32)
-    if static_groups:
-        for k in range(G):
-            scale[:, k], zero[:, k] = qparams(W[:, k * g : (k + 1) * g])
-
-    # 3) act-order: process columns by decreasing diag H
-    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(I)
-    WT = np.ascontiguousarray(W[:, perm].T)  # (I, O): column j of W is row j of WT
-    H = H[np.ix_(perm, perm)]
-
-    # 4) U = upper Cholesky factor of (H + λI)⁻¹
-    U, damp_used = damped_hinv_factor(H, damp)
-    U32 = np.ascontiguousarray(U)  # (I, I) float32
-
+    # 1)–4) dead inputs, static groups, act-order, U (see `prepare`)
+    Wp, U32, perm, groups, damp_used = prepare(
+        W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,
+        group_params_from, scale_dtype,
+    )  # fmt: skip
+    I, O = Wp.shape[1], Wp.shape[0]
+    g, maxq = groups.g, 2**bits - 1
+    WT = np.ascontiguousarray(Wp.T)  # (I, O): column j of W is row j of WT
     QT = np.zeros_like(WT)  # (I, O) dequantized, permuted order
     codesT = np.zeros((I, O), np.uint8)
     losses = np.zeros(I, np.float64)
-    g_of_pos = np.zeros(I, np.int32)  # group index of each processed position
-    s_cur = z_cur = None
 
     # 5) walk the columns in chunks of `chunk`; inside a chunk, in sub-chunks of SUB columns:
     #    rank-1 OBS updates touch only the sub-chunk, a GEMM carries its errors to the rest of
@@ -228,29 +297,11 @@ def gptq_quantize(
             j2 = min(j1 + SUB, i2 - i1)
             for i in range(j1, j2):
                 k = i1 + i  # position in processing order
-                if static_groups:
-                    grp = int(perm[k]) // g
-                    s_cur, z_cur = scale[:, grp], zero[:, grp]
-                elif k % g == 0:
-                    grp = k // g
-                    if group_params_from == "chunk_start":  # reference: stale in-chunk values
-                        cols = WT[k : k + g]
-                    else:  # current weights = stored rows minus the updates still pending
-                        cols = np.concatenate(
-                            [
-                                W1[i : min(j2, i + g)],
-                                W1[j2 : i + g] - U1[j1:i, j2 : i + g].T @ Err1[j1:i],
-                                WT[i2 : k + g] - U32[i1:k, i2 : k + g].T @ Err1[:i],
-                            ]
-                        )  # (g, O)
-                    scale[:, grp], zero[:, grp] = qparams(cols.T)
-                    s_cur, z_cur = scale[:, grp], zero[:, grp]
-                else:
-                    grp = k // g
-                g_of_pos[k] = grp
+                current = partial(_current_columns, WT, U32, W1, Err1, i1, j1, j2, i, g)
+                s, z = groups.at(k, current, chunk_start=WT[k : k + g].T)
                 w = W1[i]  # (O,)
-                c = quantize_codes(w, s_cur, z_cur, maxq)  # (O,)
-                q = s_cur * (c - z_cur)
+                c = quantize_codes(w, s, z, maxq)  # (O,)
+                q = s * (c - z)
                 err = (w - q) / U1[i, i]  # GPTQ Alg. 1: E = (W − Q) / [H⁻¹]_cc
                 losses[k] = float(np.sum(np.square(err, dtype=np.float64))) / 2
                 W1[i + 1 : j2] -= U1[i, i + 1 : j2, None] * err[None, :]  # OBS update
@@ -261,21 +312,8 @@ def gptq_quantize(
         WT[i2:] -= U32[i1:i2, i2:].T @ Err1  # lazy update of all later columns
 
     # 6) back to the original column order
-    inv = np.argsort(perm)
-    g_idx = g_of_pos[inv] if not static_groups else (np.arange(I) // g).astype(np.int32)
-    return GPTQResult(
-        codes=np.ascontiguousarray(codesT[inv].T),
-        scale=scale,
-        zero=zero,
-        g_idx=g_idx.astype(np.int32),
-        losses=losses[inv],
-        weight=np.ascontiguousarray(QT[inv].T),
-        bits=bits,
-        group_size=group_size,
-        perm=perm if act_order else None,
-        damp=damp_used,
-        scale_dtype=scale_dtype,
-    )
+    return finish(codesT.T, QT.T, losses, perm, groups, bits, group_size, act_order,
+                  damp_used, scale_dtype)  # fmt: skip
 
 
 def layer_objective(W: np.ndarray, Q: np.ndarray, H: np.ndarray) -> float:
