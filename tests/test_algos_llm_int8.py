@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinyquant.algos.llm_int8 import Int8OutlierLinear
+from tinyquant.linears import Int8OutlierLinear
 from tinyquant.llm.model import Config, forward, init_params
 
 
@@ -11,7 +11,7 @@ def test_the_model_runs_with_int8_outlier_linears_in_its_params():
     cfg = Config(d_model=64, n_layers=2, n_heads=2, d_ff=128, context=32)
     params = init_params(cfg, seed=0)
     q = {
-        k: Int8OutlierLinear(v) if k.startswith("blk.") and v.ndim == 2 else v
+        k: Int8OutlierLinear.from_weight(v) if k.startswith("blk.") and v.ndim == 2 else v
         for k, v in params.items()
     }
     toks = np.random.default_rng(0).integers(0, 256, size=(1, 16))
@@ -20,4 +20,4 @@ def test_the_model_runs_with_int8_outlier_linears_in_its_params():
 
 def test_nonpositive_threshold_is_a_clear_error():
     with pytest.raises(ValueError, match="threshold"):
-        Int8OutlierLinear(np.ones((2, 2), np.float32), threshold=0.0)
+        Int8OutlierLinear.from_weight(np.ones((2, 2), np.float32), threshold=0.0)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tinyquant.algos.gptq import gptq_quantize
-from tinyquant.algos.rotate import RandomHadamard, RotatedLinear, rotate_hessian, rotate_weight
-from tinyquant.qmodel import QuantLinear
+from tinyquant.algos.rotate import RandomHadamard, rotate_hessian, rotate_weight
+from tinyquant.linears import QuantLinear, RotatedLinear
 
 
 def test_random_hadamard_signs_are_fixed_by_the_seed():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinyquant.algos.qgrid import fake_quantize_rows
-from tinyquant.algos.rtn import rtn_fake_quantize, rtn_quantize
+from tinyquant.algos.rtn import rtn_quantize
 
 
 @pytest.mark.parametrize(
@@ -13,7 +13,7 @@ from tinyquant.algos.rtn import rtn_fake_quantize, rtn_quantize
 def test_rtn_through_the_core_equals_the_row_grid_gptq_uses(bits, group_size, symmetric):
     W = np.random.default_rng(bits).normal(size=(16, 64)).astype(np.float32)
     np.testing.assert_array_equal(
-        rtn_fake_quantize(W, bits, group_size, symmetric),
+        rtn_quantize(W, f"uint{bits}", group_size, symmetric, "gptq").dequantize(),
         fake_quantize_rows(W, bits, group_size, symmetric),
     )
 

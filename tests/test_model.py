@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
+from tinyquant.llm.generate import generate
 from tinyquant.llm.model import (
     Config,
     block,
     embed,
     forward,
-    generate,
     head,
     init_params,
     linear,

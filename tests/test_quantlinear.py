@@ -11,7 +11,8 @@ import pytest
 from tinyquant.kernels import reference, vnni
 from tinyquant.llm import model
 from tinyquant.llm.checkpoint import SHIPPED, load_checkpoint
-from tinyquant.qmodel import QuantLinear
+from tinyquant.linears import QuantLinear
+from tinyquant.llm.generate import generate
 from tinyquant.quant import quantize_tensor
 
 KINDS = ["portable"] + (["vnni"] if vnni.has_vnni() else [])
@@ -47,8 +48,7 @@ def test_fake_and_int_paths_agree_on_one_linear(fmt, g, act_bits, T):
     x = rng.standard_normal((T, 256)).astype(np.float32)
     ql = QuantLinear.from_weight(w, fmt, g, symmetric=not fmt.startswith("u"), act_bits=act_bits)
     y_fake = ql.forward(x)
-    ql.path = "int"
-    y_int = ql.forward(x)
+    y_int = ql.with_path("int").forward(x)
     if act_bits == 8:  # exact integer sums on both paths
         assert np.array_equal(y_fake, y_int)
     else:  # x Ŵᵀ in float32, summed in different orders
@@ -73,8 +73,9 @@ def test_int_path_refuses_codebook_formats():
     qt = quantize_tensor(np.ones((8, 64), np.float32), "nf4", (1, 64))
     ql = QuantLinear(qt)  # the fake path runs any QTensor
     assert ql.forward(np.ones((1, 64), np.float32)).shape == (1, 8)
+    assert not ql.has_int_kernel
     with pytest.raises(ValueError, match="path='fake'"):
-        ql.path = "int"
+        ql.with_path("int")
 
 
 def test_w8a8_needs_symmetric_int8_per_channel_weights():
@@ -129,7 +130,22 @@ def test_w8a8_fake_path_is_the_float_product_of_the_dequantized_operands():
 def test_greedy_generation_is_the_same_on_both_paths(fmt, g, act_bits):
     params, cfg = _model()
     texts = [
-        model.generate(_quantize(params, fmt, g, act_bits, path), cfg, "ROMEO:", 30, top_k=1)
+        generate(_quantize(params, fmt, g, act_bits, path), cfg, "ROMEO:", 30, top_k=1)
         for path in ("fake", "int")
     ]
     assert texts[0] == texts[1]
+
+
+def test_with_path_returns_a_new_linear_and_leaves_the_original_on_its_path():
+    ql = QuantLinear.from_weight(np.ones((6, 64), np.float32), "int4", 32)
+    fast = ql.with_path("int")
+    assert (ql.path, fast.path, fast.qtensor is ql.qtensor) == ("fake", "int", True)
+
+
+def test_both_paths_reject_non_finite_inputs_with_the_same_message():
+    ql = QuantLinear.from_weight(np.ones((6, 64), np.float32), "int4", 32)
+    x = np.ones((2, 64), np.float32)
+    x[1, 3] = np.nan
+    for lin in (ql, ql.with_path("int")):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            lin.forward(x)

@@ -182,12 +182,19 @@ def _add_llm_commands(sub) -> None:
     p.set_defaults(func=_cmd_generate)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad arguments reported on one line (and exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinyquant",
         description="LLM quantization from scratch in NumPy, on a tiny Shakespeare model.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     from tinyquant.presets import PRESETS  # light: no kernels compiled at import
 
@@ -235,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad argument (2, one line already printed)
+        return int(stop.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)

@@ -34,6 +34,30 @@ _U4, _U3, _U2 = Weights("uint4"), Weights("uint3"), Weights("uint2")
 _I8 = Weights("int8", symmetric=True)
 _I8T = Weights("int8", symmetric=True, per_tensor=True)
 
+
+def use_more_bits(i: int, n_layers: int) -> bool:
+    """llama.cpp's rule (``llama-quant.cpp``) for the layers whose attn_v / ffn_down get more bits.
+
+    >>> [i for i in range(4) if use_more_bits(i, 4)], [i for i in range(32) if use_more_bits(i, 32)][:6]
+    ([2, 3], [0, 1, 2, 3, 6, 9])
+    """
+    return i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2
+
+
+def q4_k_m_like(n_layers: int) -> Recipe:
+    """llama.cpp Q4_K_M's type mix on our grids: 4-bit g32 everywhere; 6-bit g32 for attn_v and
+    ffn_down in the layers ``use_more_bits`` picks (the output head stays FP32 here)."""
+    late = "".join(str(i) for i in range(n_layers) if use_more_bits(i, n_layers))
+    more = (f"blk.[{late}].attn_v", f"blk.[{late}].ffn_down") if n_layers <= 10 else tuple(
+        f"blk.{i}.{n}" for i in range(n_layers) if use_more_bits(i, n_layers)
+        for n in ("attn_v", "ffn_down"))  # fmt: skip
+    return Recipe(
+        "q4_k_m-like",
+        (Rule(ALL, Weights("uint4", 32)), Rule(more, Weights("uint6", 32))),
+        f"llama.cpp Q4_K_M's mix: 4-bit g32, 6-bit attn_v and ffn_down in blocks {late}",
+    )
+
+
 PRESETS: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -75,12 +99,7 @@ PRESETS: dict[str, Recipe] = {
         _one("w2-gptq-hadamard",
              "2-bit GPTQ on Hadamard-rotated weights, MSE-fitted grids, groups of 64",
              Weights("uint2", 64), method=GPTQ(mse=True), rotation=Rotation(seed=0)),
-        Recipe(
-            "q4_k_m-like",
-            (Rule(ALL, Weights("uint4", 32)),
-             Rule(("blk.[23].attn_v", "blk.[23].ffn_down"), Weights("uint6", 32))),
-            "llama.cpp Q4_K_M's mix: 4-bit g32, 6-bit attn_v and ffn_down in blocks 2–3",
-        ),
+        q4_k_m_like(n_layers=4),
     ]
 }  # fmt: skip
 

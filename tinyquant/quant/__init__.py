@@ -33,7 +33,7 @@ from .observers import (
 )
 from .pack import pack, packed_length, to_signed, to_unsigned, unpack
 from .qtensor import QTensor
-from .quantize import quantize_tensor
+from .tensor_quantize import quantize_tensor
 
 __all__ = [
     "CONVENTIONS",

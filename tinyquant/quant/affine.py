@@ -21,11 +21,12 @@ How the reference implementations choose (scale, zero) — they disagree; we off
       GPTQ including its quirk: a block with no negative value keeps xmin = 0, so scale =
       amax / maxq (half the grid unused). An all-zero block gets the range [−1, 1].
   asymmetric, convention="awq" (llm-awq ``pseudo_quantize_tensor``):
-      the range [min, max] is NOT widened to contain 0; scale = max(hi − lo, 1e-5) / (qmax −
-      qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax). A group far from 0 on one side
-      clamps its zero and loses its top codes (AWQ's own behaviour). As everywhere here the
-      scale is computed in float64 and rounded once to float32 (the reference's float16
-      tensor arithmetic rounds twice; we do not claim its last bit).
+      the range [min, max] is NOT widened to contain 0; scale = (hi − lo) / (qmax − qmin),
+      zero = clamp(qmin − round(lo / scale), qmin, qmax). A group far from 0 on one side clamps
+      its zero and loses its top codes (AWQ's own behaviour). Two deliberate differences: a
+      constant block c is widened to contain 0, so that c is exact (the reference floors the
+      range at 1e-5, a float16 guard, and turns c into 1e-5); and the scale is computed in
+      float64 and rounded once to float32 (the reference's float16 arithmetic rounds twice).
   asymmetric (the other conventions; PyTorch observers, GPTQ sym=False):
       the range is widened to contain 0, lo = min(min x, 0), hi = max(max x, 0);
       scale = (hi − lo) / (qmax − qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax),
@@ -264,10 +265,15 @@ def qparams_from_range(
     if convention == "awq":  # AWQ: the range is the block's own, not widened to contain 0
         if symmetric:
             raise ValueError("convention 'awq' is asymmetric; pass symmetric=False")
-        width = np.maximum(hi64 - lo64, 1e-5)  # the reference's clamp(min=1e-5)
-        scale = (width / (qmax - qmin)).astype(np.float32)  # rounded once, as below
-        zero = np.clip(qmin - np.rint(lo / scale), qmin, qmax).astype(np.int32)
-        return scale, zero
+        flat = lo64 == hi64  # a constant block c: widen to contain 0 so that c is exact
+        lo_f, hi_f = (
+            np.where(flat, np.minimum(lo64, 0), lo64),
+            np.where(flat, np.maximum(hi64, 0), hi64),
+        )
+        scale = ((hi_f - lo_f) / (qmax - qmin)).astype(np.float32)  # rounded once, as below
+        scale = _finite_scale(np.where(scale == 0, np.float32(1.0), scale))
+        zero = qmin - np.rint(lo_f.astype(np.float32) / scale)  # float32, as below
+        return scale, np.clip(zero, qmin, qmax).astype(np.int32)
 
     # asymmetric: widen to contain 0, integer zero-point (PyTorch observers, GPTQ sym=False)
     lo0, hi0 = np.minimum(lo, 0).astype(np.float32), np.maximum(hi, 0).astype(np.float32)
