@@ -1,5 +1,7 @@
 """Bad inputs raise ValueError before entering Numba — never a crash or a silent wrong answer."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,10 @@ from tinyquant.kernels.checks import MAX_K
 
 GEMMS = [reference.int8_matmul, numba_int.int8_matmul]
 W8A8 = [reference.w8a8_linear, numba_int.w8a8_linear]
-W4 = [reference.w4a16_linear, weight_only.w4a16_linear]
+W4 = [
+    partial(reference.weight_only_linear, bits=4),
+    partial(weight_only.weight_only_linear, bits=4),
+]
 
 
 def _w4(T=2, O=8, I=64, g=32):

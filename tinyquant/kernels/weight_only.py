@@ -55,10 +55,6 @@ __all__ = [
     "dequantize_packed",
     "dequantize_packed_t",
     "weight_only_linear",
-    "w8a16_linear",
-    "w4a16_linear",
-    "w3a16_linear",
-    "w2a16_linear",
 ]
 
 # Above this many tokens, dequantize slabs to float32 and use BLAS (compute-bound regime).
@@ -256,7 +252,8 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
     >>> s = rng.random((70, 2), dtype=np.float32); z = np.full((70, 2), 8, np.float32)
     >>> x = rng.standard_normal((3, 128), dtype=np.float32)
     >>> y = packed_linear(x, prepack(p, s, z, 64, 4))
-    >>> bool(np.allclose(y, reference.w4a16_linear(x, p, s, z, 64), rtol=1e-4, atol=1e-4))
+    >>> bool(np.allclose(y, reference.weight_only_linear(x, p, s, z, 64, 4), rtol=1e-4,
+    ...                   atol=1e-4))
     True
     """
     check_activations(x)
@@ -285,49 +282,18 @@ def weight_only_linear(x, packed, scale, zero, group_size: int, bits: int) -> np
     """Same signature and semantics as ``reference.weight_only_linear`` (prepacks per call —
     for repeated use, ``prepack`` once and call ``packed_linear``).
 
-    >>> x = np.ones((1, 4), np.float32); p = np.array([[0x21, 0x43]], np.uint8)
-    >>> weight_only_linear(x, p, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 4, 4)
-    array([[10.]], dtype=float32)
+    >>> from tinyquant.kernels import reference
+    >>> rng = np.random.default_rng(0); x = rng.standard_normal((3, 64), dtype=np.float32)
+    >>> s, z = np.full((5, 2), 0.1, np.float32), np.full((5, 2), 1, np.float32)
+    >>> for bits in (8, 4, 3, 2):
+    ...     p = rng.integers(0, 256, (5, 64 * bits // 8), dtype=np.uint8)
+    ...     y, y_ref = weight_only_linear(x, p, s, z, 32, bits), reference.weight_only_linear(
+    ...         x, p, s, z, 32, bits)
+    ...     print(bits, y.shape, bool(np.allclose(y, y_ref, rtol=1e-5, atol=1e-5)))
+    8 (3, 5) True
+    4 (3, 5) True
+    3 (3, 5) True
+    2 (3, 5) True
     """
     check_weight_only(x, packed, scale, zero, group_size, bits)
     return packed_linear(x, prepack(packed, scale, zero, group_size, bits))
-
-
-def w8a16_linear(x, codes, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 8-bit (codes (O, I) uint8); see ``weight_only_linear``.
-
-    >>> w8a16_linear(np.ones((1, 2), np.float32), np.array([[3, 5]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 2)
-    array([[0.]], dtype=float32)
-    """
-    return weight_only_linear(x, codes, scale, zero, group_size, 8)
-
-
-def w4a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 4-bit (packed (O, I/2) uint8); see ``weight_only_linear``.
-
-    >>> w4a16_linear(np.ones((1, 2), np.float32), np.array([[0xF0]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 8, np.float32), 2)
-    array([[-1.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 4)
-
-
-def w3a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 3-bit (packed (O, 3I/8) uint8, run in the 4-bit layout).
-
-    >>> w3a16_linear(np.ones((1, 8), np.float32), np.full((1, 3), 0xFF, np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 8)
-    array([[24.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 3)
-
-
-def w2a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 2-bit (packed (O, I/4) uint8); see ``weight_only_linear``.
-
-    >>> w2a16_linear(np.ones((1, 4), np.float32), np.array([[0b11100100]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 2, np.float32), 4)
-    array([[-2.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 2)
