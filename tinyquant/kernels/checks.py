@@ -21,6 +21,7 @@ __all__ = [
     "check_bits",
     "check_buffer",
     "check_activations",
+    "check_k",
     "check_int8_operands",
     "check_w8a8",
     "check_weight_only",
@@ -121,7 +122,8 @@ def check_activations(x, name: str = "x") -> np.ndarray:
     return x
 
 
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
+    """A reduction length the int32 accumulators hold exactly: K ≤ MAX_K."""
     if k > MAX_K:
         raise ValueError(
             f"reduction length {k} exceeds {MAX_K}: the int32 accumulator could overflow; "
@@ -144,7 +146,7 @@ def check_int8_operands(a, b) -> None:
             f"a has K = {a.shape[1]} columns but b has {b.shape[1]}; "
             "C = A Bᵀ needs a (M, K) and b (N, K)"
         )
-    _check_k(a.shape[1])
+    check_k(a.shape[1])
 
 
 def _check_scale(s, name: str, shape: tuple[int, ...]) -> None:
@@ -170,7 +172,7 @@ def check_w8a8(x, w_codes, w_scale) -> None:
             f"x has {x.shape[1]} features but w_codes expects {w_codes.shape[1]} "
             f"(w_codes is (out, in) = {w_codes.shape})"
         )
-    _check_k(x.shape[1])
+    check_k(x.shape[1])
     _check_scale(w_scale, "w_scale", (w_codes.shape[0],))
 
 

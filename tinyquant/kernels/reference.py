@@ -42,6 +42,7 @@ __all__ = [
     "int8_matmul",
     "quantize_per_token",
     "w8a8_linear",
+    "scale_accumulator",
     "dequantize_groups",
     "weight_only_linear",
 ]
@@ -95,7 +96,26 @@ def w8a8_linear(x: np.ndarray, w_codes: np.ndarray, w_scale: np.ndarray) -> np.n
     check_w8a8(x, w_codes, w_scale)
     q, s = quantize_per_token(x)
     acc = int8_matmul(q, w_codes)  # (T, O) int32, exact
-    return acc.astype(np.float32) * s[:, None] * w_scale[None, :]  # (T, O)
+    return scale_accumulator(acc, s, w_scale)  # (T, O)
+
+
+def scale_accumulator(acc: np.ndarray, s_x: np.ndarray, s_w: np.ndarray) -> np.ndarray:
+    """y[t, o] = acc[t, o] · s_x[t] · s_w[o] in float32, left to right (T, O).
+
+    Left to right, acc · s_x can overflow although y fits (|x| near float32's max): those
+    entries alone are recomputed in float64, so y is finite whenever the product is.
+
+    >>> acc = np.array([[16129]], np.int32); big = np.float32(3e38)
+    >>> scale_accumulator(acc, np.array([big / 127]), np.array([1 / 127], np.float32))
+    array([[3.e+38]], dtype=float32)
+    """
+    with np.errstate(over="ignore"):
+        y = acc.astype(np.float32) * s_x[:, None] * s_w[None, :]  # (T, O)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            t, o = np.nonzero(bad)
+            y[t, o] = (acc[t, o].astype(np.float64) * s_x[t] * s_w[o]).astype(np.float32)
+    return y
 
 
 def dequantize_groups(
