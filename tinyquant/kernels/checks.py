@@ -3,7 +3,9 @@
 A compiled kernel trusts its inputs: a wrong dtype would be silently reinterpreted, a wrong
 shape would read out of bounds, a NaN would flow into the integer path as garbage. Every public
 kernel (reference and fast) therefore calls one of these checks first and raises a
-``ValueError`` that says what was wrong and what to do.
+``ValueError`` that says what was wrong and what to do. Packed weights (``PackedWeightOnly``,
+``PackedW8A8``) check their size fields against their buffers' actual shapes with
+``check_buffer``, when built and again before each kernel call.
 
 Shape legend: T tokens, I in features, O out features, g group size, G = I / g, M, N, K GEMM.
 """

@@ -13,6 +13,9 @@ of the loop (0 from entry, the new value from the loop's end) and one more in do
 loop never ran). ``counted_loop`` writes those blocks and phis; ``declare``, ``prefetch`` and
 ``broadcast`` are the three other lines both kernels needed.
 
+Caching caveat (as in ``unpack_dot``): Numba's on-disk cache of the calling kernels is keyed
+on *their* source; after editing this file, clear the ``__pycache__`` of ``kernels/``.
+
 Ref: LLVM Language Reference Manual, the ``phi`` instruction and ``llvm.prefetch``.
 Shape legend: n trip count (i64), n_acc accumulators of one vector type, L lanes.
 """

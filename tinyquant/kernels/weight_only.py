@@ -19,6 +19,10 @@ For many tokens (prefill, T > ``DEQUANT_MIN_TOKENS``) unpacking per token costs 
 saves; the kernel then dequantizes slabs of rows to float32 once and lets BLAS do the GEMM —
 the only place where dequantize-then-matmul pays.
 
+Overflow: both paths add terms no larger than I · max|x| · max(qmax·|s| + |s·z|). Where that
+bound nears float32's max (activations around 1e37), x is scaled by 2⁻ᵏ and y by 2ᵏ — exact
+for powers of two, so results elsewhere are unchanged bit for bit.
+
 Refs: Frantar et al. 2023 "GPTQ", §5 (group-wise weights, the fused dequant GEMV); Lin et al.
 2024 "AWQ", §3.3 (on-the-fly dequantization kernels); llama.cpp ggml-cpu Q4_0 dot products.
 Shape legend: T tokens, I in features, O out features, Op = O padded to 64, NB = Op / 64 blocks,
