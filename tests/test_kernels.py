@@ -1,5 +1,8 @@
 """int8 GEMM and W8A8: the Numba kernels (portable and VNNI) are exact against the NumPy oracle."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,15 +70,44 @@ def test_default_kernels_follow_the_environment_variable(monkeypatch):
         vnni.default_kernels()
 
 
-def test_auto_choice_is_vnni_exactly_when_the_cpu_and_llvm_have_it(monkeypatch):
-    import llvmlite.binding as llvm
+def _cpuinfo_lists_vnni():
+    """The oracle, read here on its own: do all `flags` lines of /proc/cpuinfo name avx512_vnni?
+    None where the file or its flags are missing."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    lines = re.findall(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    return all(re.search(r"\bavx512_vnni\b", line) for line in lines) if lines else None
 
+
+def test_vnni_kernels_run_exactly_when_proc_cpuinfo_lists_avx512_vnni(monkeypatch):
+    cpu_has = _cpuinfo_lists_vnni()
+    if cpu_has is None:
+        pytest.skip("no /proc/cpuinfo flags on this machine: nothing independent to compare to")
     monkeypatch.delenv("TINYQUANT_KERNELS", raising=False)
-    flags = vnni.cpu_flags()
-    llvm_has = bool(llvm.get_host_cpu_features().get("avx512vnni", False))
-    cpu_has = "avx512_vnni" in flags if flags else llvm_has
-    assert vnni.has_vnni() == (cpu_has and llvm_has)
-    assert vnni.default_kernels() == ("vnni" if cpu_has and llvm_has else "portable")
+    assert vnni.default_kernels() == ("vnni" if cpu_has else "portable")
+    a = np.array([[-128, 127, 3, -1, 5]], np.int8)
+    b = np.array([[127, -128, -7, 0, 2], [-128, -128, 1, 1, 1]], np.int8)
+    if cpu_has:  # the instruction exists: the kernel runs and is exact
+        assert np.array_equal(numba_int.int8_matmul(a, b, "vnni"), _int64_matmul(a, b))
+    else:  # it does not: asking for it is refused before any kernel runs
+        with pytest.raises(ValueError, match="AVX512-VNNI"):
+            numba_int.int8_matmul(a, b, "vnni")
+
+
+def test_a_cpuinfo_without_the_vnni_flag_turns_the_vnni_kernels_off(monkeypatch):
+    monkeypatch.delenv("TINYQUANT_KERNELS", raising=False)
+    monkeypatch.setattr(vnni, "cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
+    vnni.has_vnni.cache_clear()
+    try:
+        assert vnni.has_vnni() is False
+        assert vnni.default_kernels() == "portable"
+        with pytest.raises(ValueError, match="AVX512-VNNI"):
+            vnni.check_kernels("vnni")
+    finally:
+        monkeypatch.undo()
+        vnni.has_vnni.cache_clear()
 
 
 def test_asking_for_vnni_on_a_cpu_without_it_is_an_error(monkeypatch):

@@ -61,8 +61,8 @@ def test_the_tolerance_catches_a_single_wrong_code():
     x = np.abs(x) + 0.5  # no cancellation: one code off by one moves y[0, 0] by s · x
     bad = p.copy()
     bad[0, 0] ^= 0x01  # code (0, 0) off by one
-    y_bad = weight_only.w4a16_linear(x, bad, s, z, 64)
-    y_ref = reference.w4a16_linear(x, p, s, z, 64)
+    y_bad = weight_only.weight_only_linear(x, bad, s, z, 64, 4)
+    y_ref = reference.weight_only_linear(x, p, s, z, 64, 4)
     assert np.abs(y_bad - y_ref)[0, 0] > _tolerance(x, p, s, z, 64, 4)[0, 0]
 
 
@@ -96,9 +96,10 @@ def test_many_tokens_take_the_dequantize_then_blas_path_and_still_match():
     rng = np.random.default_rng(5)
     T = weight_only.DEQUANT_MIN_TOKENS + 3
     x, p, s, z = _problem(rng, T, 600, 128, 128, 4)  # 600 rows: not a multiple of 64
-    y = weight_only.w4a16_linear(x, p, s, z, 128)
+    y = weight_only.weight_only_linear(x, p, s, z, 128, 4)
     assert np.all(
-        np.abs(y - reference.w4a16_linear(x, p, s, z, 128)) <= _tolerance(x, p, s, z, 128, 4)
+        np.abs(y - reference.weight_only_linear(x, p, s, z, 128, 4))
+        <= _tolerance(x, p, s, z, 128, 4)
     )
 
 

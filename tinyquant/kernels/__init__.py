@@ -5,15 +5,21 @@
 ``weight_only``  Numba weight-only kernels on a prepacked "rows in lanes" layout
 ``vnni``         the vpdpbusd instruction as a Numba intrinsic; CPU feature detection
 ``unpack_dot``   the explicit-vector unpack-and-FMA micro-kernel of the weight-only path
+``llvm_loops``   the counted-loop IR scaffolding both intrinsics share
 ``checks``       input validation (ValueError before anything enters Numba)
+
+``__all__`` lists what a user calls. The building blocks other modules use — ``matmul_u8s8``
+(GEMM on offset weights), ``pack_w8a8_u8`` (pack a signed int8 QTensor's stored codes),
+``dequantize_packed_t`` (one slab of the BLAS path) — are importable from here too, and live in
+``numba_int`` and ``weight_only``.
 """
 
 from .numba_int import (
     PackedW8A8,
     int8_matmul,
     int8_matmul_packed,
-    matmul_u8s8,
-    pack_w8a8_u8,
+    matmul_u8s8,  # noqa: F401 - building block, not in __all__
+    pack_w8a8_u8,  # noqa: F401 - building block, not in __all__
     prepack_w8a8,
     w8a8_linear,
     w8a8_packed_linear,
@@ -22,13 +28,9 @@ from .vnni import default_kernels, has_vnni
 from .weight_only import (
     PackedWeightOnly,
     dequantize_packed,
-    dequantize_packed_t,
+    dequantize_packed_t,  # noqa: F401 - building block, not in __all__
     packed_linear,
     prepack,
-    w2a16_linear,
-    w3a16_linear,
-    w4a16_linear,
-    w8a16_linear,
     weight_only_linear,
 )
 
@@ -37,19 +39,12 @@ __all__ = [
     "PackedWeightOnly",
     "default_kernels",
     "dequantize_packed",
-    "dequantize_packed_t",
     "has_vnni",
     "int8_matmul",
     "int8_matmul_packed",
-    "matmul_u8s8",
-    "pack_w8a8_u8",
     "packed_linear",
     "prepack",
     "prepack_w8a8",
-    "w2a16_linear",
-    "w3a16_linear",
-    "w4a16_linear",
-    "w8a16_linear",
     "w8a8_linear",
     "w8a8_packed_linear",
     "weight_only_linear",

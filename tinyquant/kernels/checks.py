@@ -3,7 +3,9 @@
 A compiled kernel trusts its inputs: a wrong dtype would be silently reinterpreted, a wrong
 shape would read out of bounds, a NaN would flow into the integer path as garbage. Every public
 kernel (reference and fast) therefore calls one of these checks first and raises a
-``ValueError`` that says what was wrong and what to do.
+``ValueError`` that says what was wrong and what to do. Packed weights (``PackedWeightOnly``,
+``PackedW8A8``) check their size fields against their buffers' actual shapes with
+``check_buffer``, when built and again before each kernel call.
 
 Shape legend: T tokens, I in features, O out features, g group size, G = I / g, M, N, K GEMM.
 """
@@ -17,7 +19,11 @@ from tinyquant.quant.pack import packed_length
 __all__ = [
     "MAX_K",
     "check_array",
+    "check_size",
+    "check_bits",
+    "check_buffer",
     "check_activations",
+    "check_k",
     "check_int8_operands",
     "check_w8a8",
     "check_weight_only",
@@ -53,6 +59,50 @@ def check_array(a, name: str, dtype, ndim: int) -> np.ndarray:
     return a
 
 
+def check_size(v, name: str, minimum: int = 1) -> int:
+    """A whole number ≥ ``minimum`` (bools and floats rejected); returned as an int.
+
+    >>> check_size(32.0, "group_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: group_size must be an integer ≥ 1, got 32.0
+    """
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {v!r}")
+    return int(v)
+
+
+def check_bits(bits) -> int:
+    """A code width the kernels run: 8, 4, 3 or 2 (an int, not 4.0).
+
+    >>> check_bits(5)
+    Traceback (most recent call last):
+    ...
+    ValueError: bits must be 8, 4, 3 or 2, got 5
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or bits not in (8, 4, 3, 2):
+        raise ValueError(f"bits must be 8, 4, 3 or 2, got {bits!r}")
+    return int(bits)
+
+
+def check_buffer(a, name: str, dtype, shape: tuple[int, ...], what: str) -> None:
+    """A packed object's buffer: a C-contiguous ``dtype`` array of exactly ``shape``, which
+    ``what`` (the object's own size fields) implies — so a kernel never reads past its end.
+
+    >>> check_buffer(np.zeros((1, 64, 32), np.uint8), "pw.w", np.uint8, (1, 128, 32),
+    ...              "64 × 128 codes of 4 bits")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: pw.w has shape (1, 64, 32) but 64 × 128 codes of 4 bits need (1, 128, 32); ...
+    """
+    check_array(a, name, dtype, len(shape))
+    if a.shape != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {a.shape} but {what} need {tuple(shape)}; make the packed weight "
+            "with its prepack function instead of editing its fields"
+        )
+
+
 def check_activations(x, name: str = "x") -> np.ndarray:
     """Activations: float32 (T, I), C-contiguous, non-empty, all finite.
 
@@ -74,7 +124,8 @@ def check_activations(x, name: str = "x") -> np.ndarray:
     return x
 
 
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
+    """A reduction length the int32 accumulators hold exactly: K ≤ MAX_K."""
     if k > MAX_K:
         raise ValueError(
             f"reduction length {k} exceeds {MAX_K}: the int32 accumulator could overflow; "
@@ -97,7 +148,7 @@ def check_int8_operands(a, b) -> None:
             f"a has K = {a.shape[1]} columns but b has {b.shape[1]}; "
             "C = A Bᵀ needs a (M, K) and b (N, K)"
         )
-    _check_k(a.shape[1])
+    check_k(a.shape[1])
 
 
 def _check_scale(s, name: str, shape: tuple[int, ...]) -> None:
@@ -123,7 +174,7 @@ def check_w8a8(x, w_codes, w_scale) -> None:
             f"x has {x.shape[1]} features but w_codes expects {w_codes.shape[1]} "
             f"(w_codes is (out, in) = {w_codes.shape})"
         )
-    _check_k(x.shape[1])
+    check_k(x.shape[1])
     _check_scale(w_scale, "w_scale", (w_codes.shape[0],))
 
 
@@ -139,12 +190,10 @@ def check_weight_only(x, packed, scale, zero, group_size: int, bits: int) -> Non
     ValueError: scale has 2 groups per row but in_features 8 / group_size 2 = 4; pass the ...
     """
     check_activations(x)
-    if bits not in (8, 4, 3, 2):
-        raise ValueError(f"bits must be 8, 4, 3 or 2, got {bits}")
+    check_bits(bits)
     check_array(packed, "packed", np.uint8, 2)
     in_features = x.shape[1]
-    if not isinstance(group_size, int | np.integer) or group_size < 1:
-        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    check_size(group_size, "group_size")
     if in_features % group_size:
         raise ValueError(
             f"group_size {group_size} does not divide in_features {in_features}; "

@@ -32,8 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from .checks import check_activations, check_array, check_int8_operands, check_w8a8
-from .reference import quantize_per_token
+from .checks import (
+    check_activations,
+    check_array,
+    check_buffer,
+    check_int8_operands,
+    check_k,
+    check_size,
+    check_w8a8,
+)
+from .reference import quantize_per_token, scale_accumulator
 from .vnni import PANEL, check_kernels, default_kernels, pack_panels, tile_1, tile_6
 
 __all__ = [
@@ -224,6 +232,26 @@ class PackedW8A8:
     out_features: int  # O
     in_features: int  # I
 
+    def __post_init__(self):
+        self.check_layout("PackedW8A8")
+        if not np.all(np.isfinite(self.scale)):
+            raise ValueError("PackedW8A8.scale contains NaN or Inf; re-quantize the weight")
+
+    def check_layout(self, name: str = "p") -> None:
+        """Sizes, dtypes and contiguity of ``u`` and ``scale`` agree with the size fields (O(1))."""
+        if self.kernels not in ("portable", "vnni"):
+            raise ValueError(f"{name}.kernels must be 'portable' or 'vnni', got {self.kernels!r}")
+        O = check_size(self.out_features, f"{name}.out_features", minimum=0)
+        I = check_size(self.in_features, f"{name}.in_features")
+        check_k(I)
+        what = f"{O} × {I} weights in the {self.kernels} layout"
+        if self.kernels == "vnni":
+            shape: tuple[int, ...] = (-(-O // PANEL), -(-I // 4), PANEL, 4)
+        else:
+            shape = (O, I)
+        check_buffer(self.u, f"{name}.u", np.uint8, shape, what)
+        check_buffer(self.scale, f"{name}.scale", np.float32, (O,), f"{O} output channels")
+
     @property
     def nbytes(self) -> int:
         """Bytes the kernel reads per token: O · I codes + O scales (padding excluded)."""
@@ -272,12 +300,11 @@ def int8_matmul_packed(a: np.ndarray, p: PackedW8A8) -> np.ndarray:
     >>> int8_matmul_packed(np.array([[1, -2, 3]], dtype=np.int8), p)
     array([[12,  2]], dtype=int32)
     """
-    if not isinstance(p, PackedW8A8):
-        raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
+    _check_packed(p)
     check_array(a, "a", np.int8, 2)
     if a.shape[1] != p.in_features:
         raise ValueError(f"a has K = {a.shape[1]} columns but the weight has {p.in_features}")
-    if p.kernels == "vnni":
+    if check_kernels(p.kernels) == "vnni":
         c = _vnni_u8s8(a, p.u, p.out_features)
         return c - np.int32(128) * a.sum(axis=1, dtype=np.int32)[:, None]
     return matmul_u8s8(a, p.u, "portable")
@@ -292,19 +319,24 @@ def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None)
     >>> w8a8_packed_linear(np.array([[1.27, -0.5]], np.float32), p)
     array([[ 1.27, -0.5 ]], dtype=float32)
     """
-    if not isinstance(p, PackedW8A8):
-        raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
+    _check_packed(p)
     check_activations(x)
     if x.shape[1] != p.in_features:
         raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
-    kind = p.kernels if kernels is None else check_kernels(kernels)
+    kind = check_kernels(p.kernels if kernels is None else kernels)
     q, s = quantize_per_token(x)  # (T, I) int8, (T,) float32 — the reference's own codes
     if kind == "vnni" and p.kernels == "vnni":
         acc = _vnni_u8s8(q, p.u, p.out_features)  # (T, O) raw Σ u·q
         acc = acc - np.int32(128) * q.sum(axis=1, dtype=np.int32)[:, None]
     else:
         acc = matmul_u8s8(q, p.rows(), kind)  # (T, O) int32, exact
-    return acc.astype(np.float32) * s[:, None] * p.scale[None, :]  # same ops as the reference
+    return scale_accumulator(acc, s, p.scale)  # the reference's own function
+
+
+def _check_packed(p) -> None:
+    if not isinstance(p, PackedW8A8):
+        raise ValueError(f"p must be a PackedW8A8 from prepack_w8a8(), got {type(p).__name__}")
+    p.check_layout("p")
 
 
 def w8a8_linear(

@@ -13,8 +13,9 @@ W8A8 linear (per-token dynamic activations, per-channel weights; Xiao et al. 202
 Both scales sit on axes that survive the reduction (t and o), so they factor out of the integer
 sum — a per-*input*-channel activation scale would not.
 
-Weight-only W{8,4,3,2}A16 linear (Frantar et al. 2023 "GPTQ", §5 — group-wise weights; activations
-stay float; here float32, since Numba CPU kernels have no float16):
+Weight-only W{8,4,3,2}A16 linear, one function for every ``bits`` (Frantar et al. 2023 "GPTQ",
+§5 — group-wise weights; activations stay float; here float32, since Numba CPU kernels have no
+float16):
 
     W[o, i] = (q[o, i] − z[o, g]) · s[o, g],   g = i // group_size
     y = x Wᵀ
@@ -41,12 +42,9 @@ __all__ = [
     "int8_matmul",
     "quantize_per_token",
     "w8a8_linear",
+    "scale_accumulator",
     "dequantize_groups",
     "weight_only_linear",
-    "w8a16_linear",
-    "w4a16_linear",
-    "w3a16_linear",
-    "w2a16_linear",
 ]
 
 # Float outputs of a fast kernel must satisfy |y − y_ref| ≤ FLOAT_RTOL · (|x| |W|ᵀ + |x| |z s|ᵀ):
@@ -98,7 +96,26 @@ def w8a8_linear(x: np.ndarray, w_codes: np.ndarray, w_scale: np.ndarray) -> np.n
     check_w8a8(x, w_codes, w_scale)
     q, s = quantize_per_token(x)
     acc = int8_matmul(q, w_codes)  # (T, O) int32, exact
-    return acc.astype(np.float32) * s[:, None] * w_scale[None, :]  # (T, O)
+    return scale_accumulator(acc, s, w_scale)  # (T, O)
+
+
+def scale_accumulator(acc: np.ndarray, s_x: np.ndarray, s_w: np.ndarray) -> np.ndarray:
+    """y[t, o] = acc[t, o] · s_x[t] · s_w[o] in float32, left to right (T, O).
+
+    Left to right, acc · s_x can overflow although y fits (|x| near float32's max): those
+    entries alone are recomputed in float64, so y is finite whenever the product is.
+
+    >>> acc = np.array([[16129]], np.int32); big = np.float32(3e38)
+    >>> scale_accumulator(acc, np.array([big / 127]), np.array([1 / 127], np.float32))
+    array([[3.e+38]], dtype=float32)
+    """
+    with np.errstate(over="ignore"):
+        y = acc.astype(np.float32) * s_x[:, None] * s_w[None, :]  # (T, O)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            t, o = np.nonzero(bad)
+            y[t, o] = (acc[t, o].astype(np.float64) * s_x[t] * s_w[o]).astype(np.float32)
+    return y
 
 
 def dequantize_groups(
@@ -128,51 +145,19 @@ def weight_only_linear(
 ) -> np.ndarray:
     """y = x Wᵀ with W dequantized from ``bits``-bit packed codes (O, I·bits/8).
 
-    >>> x = np.ones((1, 4), np.float32); p = np.array([[0x21, 0x43]], np.uint8)  # codes 1,2,3,4
-    >>> weight_only_linear(x, p, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 4, 4)
+    One row of ones for x, so y is the sum of the dequantized row, (q − z) · s with s = 1:
+
+    >>> x = np.ones((1, 8), np.float32); s = np.ones((1, 1), np.float32)
+    >>> weight_only_linear(x[:, :2], np.array([[3, 5]], np.uint8), s, 4 * s, 2, 8)  # (3−4)+(5−4)
+    array([[0.]], dtype=float32)
+    >>> weight_only_linear(x[:, :4], np.array([[0x21, 0x43]], np.uint8), s, 0 * s, 4, 4)  # 1+2+3+4
     array([[10.]], dtype=float32)
+    >>> weight_only_linear(x, np.full((1, 3), 0xFF, np.uint8), s, 4 * s, 8, 3)  # 8 codes 7, z = 4
+    array([[24.]], dtype=float32)
+    >>> weight_only_linear(x[:, :4], np.array([[0b11100100]], np.uint8), s, 2 * s, 4, 2)  # 0,1,2,3
+    array([[-2.]], dtype=float32)
     """
     check_weight_only(x, packed, scale, zero, group_size, bits)
     codes = unpack(packed, bits, x.shape[1])  # (O, I) uint8
     w = dequantize_groups(codes, scale, zero, group_size)  # (O, I)
     return (x @ w.T).astype(np.float32)  # (T, O)
-
-
-def w8a16_linear(x, codes, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 8-bit: ``weight_only_linear`` with bits = 8 (codes (O, I) uint8).
-
-    >>> w8a16_linear(np.ones((1, 2), np.float32), np.array([[3, 5]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 2)
-    array([[0.]], dtype=float32)
-    """
-    return weight_only_linear(x, codes, scale, zero, group_size, 8)
-
-
-def w4a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 4-bit: ``weight_only_linear`` with bits = 4 (packed (O, I/2) uint8).
-
-    >>> w4a16_linear(np.ones((1, 2), np.float32), np.array([[0xF0]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 8, np.float32), 2)
-    array([[-1.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 4)
-
-
-def w3a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 3-bit: ``weight_only_linear`` with bits = 3 (packed (O, 3I/8) uint8).
-
-    >>> w3a16_linear(np.ones((1, 8), np.float32), np.full((1, 3), 0xFF, np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 8)
-    array([[24.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 3)
-
-
-def w2a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 2-bit: ``weight_only_linear`` with bits = 2 (packed (O, I/4) uint8).
-
-    >>> w2a16_linear(np.ones((1, 4), np.float32), np.array([[0b11100100]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 2, np.float32), 4)
-    array([[-2.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 2)

@@ -40,8 +40,9 @@ from __future__ import annotations
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
 
 ROWS = 64  # rows per block = 4 vectors of 16 float32 lanes
 PREFETCH_BYTES = 2048  # how far ahead of the current column the weights are prefetched
@@ -69,8 +70,8 @@ def _make_unpack_dot(bits: int, tt: int, lut: bool):
     x_addr: &x[0, 0] of the tokens (float32, ``ldx`` bytes between tokens);
     acc_addr: tt · 64 float32, overwritten with acc[t, r] at t·64 + r.
     """
-    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
-    v16i, v16f, v16b = ir.VectorType(i32, 16), ir.VectorType(f32, 16), ir.VectorType(i8, 16)
+    f32 = ir.FloatType()
+    v16i, v16f, v16b = ir.VectorType(I32, 16), ir.VectorType(f32, 16), ir.VectorType(I8, 16)
     bpc = bytes_per_column(bits)
     fields = 8 // bits
     mask = (1 << bits) - 1
@@ -81,92 +82,55 @@ def _make_unpack_dot(bits: int, tt: int, lut: bool):
 
         def codegen(context, builder, signature, args):
             w_a, x_a, ldx_v, n_v, acc_a = args
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16f, [v16f, v16f, v16f]), "llvm.fma.v16f32"
-            )
-            prefetch = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
-                "llvm.prefetch.p0",
-            )
-            permvar = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(v16f, [v16f, v16i]),
-                "llvm.x86.avx512.permvar.sf.512",
-            )
-            wp = builder.inttoptr(w_a, i8.as_pointer())
+            fma = declare(builder, "llvm.fma.v16f32", v16f, [v16f, v16f, v16f])
+            permvar = declare(builder, "llvm.x86.avx512.permvar.sf.512", v16f, [v16f, v16i])
+            wp = builder.inttoptr(w_a, I8.as_pointer())
             xp = builder.inttoptr(x_a, f32.as_pointer())
             accp = builder.inttoptr(acc_a, f32.as_pointer())
-            ldx_el = builder.ashr(ldx_v, i64(2))  # bytes → float32 elements
-            zero = ir.Constant(v16f, None)
-            splat0 = ir.Constant(v16i, [0] * _LANES)
+            ldx_el = builder.ashr(ldx_v, I64(2))  # bytes → float32 elements
 
-            entry = builder.block
-            loop = builder.append_basic_block("ud.loop")
-            done = builder.append_basic_block("ud.done")
-            builder.cbranch(builder.icmp_signed(">", n_v, i64(0)), loop, done)
-
-            builder.position_at_end(loop)
-            i = builder.phi(i64, "i")
-            i.add_incoming(i64(0), entry)
-            accs = []
-            for _ in range(tt * 4):
-                p = builder.phi(v16f)
-                p.add_incoming(zero, entry)
-                accs.append(p)
-            # 1) the 64 codes of column i as four <16 x float>: rows 16j … 16j + 15
-            col = builder.gep(wp, [builder.mul(i, i64(bpc))])
-            # software prefetch PREFETCH_BYTES ahead (read, keep in all caches): the hardware
-            # streamer alone left decoding ≈ 25% below DRAM bandwidth (measured, W8, 1 thread)
-            ahead = builder.gep(col, [i64(PREFETCH_BYTES)])
-            builder.call(prefetch, [ahead, i32(0), i32(3), i32(1)])
-            raw: dict[int, ir.Value] = {}
-            q = []
-            for j in range(4):
-                byte0, field = (16 * j) % bpc, (16 * j) // bpc
-                if byte0 not in raw:
-                    ptr = builder.bitcast(builder.gep(col, [i64(byte0)]), v16b.as_pointer())
-                    raw[byte0] = builder.zext(builder.load(ptr, align=1), v16i)
-                v = raw[byte0]
-                if lut and bits < 8:
-                    # vpermps reads the low 4 bits of each lane as a table index: the table
-                    # maps them straight to the float code (no AND, no int → float convert)
-                    shift = 4 * ((field * bits) // 4)
-                    if shift:
-                        v = builder.lshr(v, ir.Constant(v16i, [shift] * _LANES))
-                    low = (field * bits) % 4  # bit offset of the field inside the index
-                    table = ir.Constant(v16f, [float((k >> low) & mask) for k in range(16)])
-                    q.append(builder.call(permvar, [table, v]))
-                    continue
-                if field:
-                    v = builder.lshr(v, ir.Constant(v16i, [field * bits] * _LANES))
-                if field != fields - 1:
-                    v = builder.and_(v, ir.Constant(v16i, [mask] * _LANES))
-                q.append(builder.uitofp(v, v16f))
-            # 2) acc[t, 16j:16j+16] += q_j · x[t, i]
-            new = []
-            for t in range(tt):
-                xi = builder.load(builder.gep(xp, [builder.add(builder.mul(ldx_el, i64(t)), i)]))
-                xv = builder.insert_element(ir.Constant(v16f, ir.Undefined), xi, i32(0))
-                xv = builder.shuffle_vector(xv, ir.Constant(v16f, ir.Undefined), splat0)
+            def body(i, accs):
+                # 1) the 64 codes of column i as four <16 x float>: rows 16j … 16j + 15
+                col = builder.gep(wp, [builder.mul(i, I64(bpc))])
+                # software prefetch PREFETCH_BYTES ahead (read, keep in all caches): the hardware
+                # streamer alone left decoding ≈ 25% below DRAM bandwidth (measured, W8, 1 thread)
+                prefetch(builder, col, PREFETCH_BYTES)
+                raw: dict[int, ir.Value] = {}
+                q = []
                 for j in range(4):
-                    new.append(builder.call(fma, [q[j], xv, accs[4 * t + j]]))
-            i_next = builder.add(i, i64(1))
-            i.add_incoming(i_next, loop)
-            for p, v in zip(accs, new, strict=True):
-                p.add_incoming(v, loop)
-            builder.cbranch(builder.icmp_signed("<", i_next, n_v), loop, done)
+                    byte0, field = (16 * j) % bpc, (16 * j) // bpc
+                    if byte0 not in raw:
+                        ptr = builder.bitcast(builder.gep(col, [I64(byte0)]), v16b.as_pointer())
+                        raw[byte0] = builder.zext(builder.load(ptr, align=1), v16i)
+                    v = raw[byte0]
+                    if lut and bits < 8:
+                        # vpermps reads the low 4 bits of each lane as a table index: the table
+                        # maps them straight to the float code (no AND, no int → float convert)
+                        shift = 4 * ((field * bits) // 4)
+                        if shift:
+                            v = builder.lshr(v, ir.Constant(v16i, [shift] * _LANES))
+                        low = (field * bits) % 4  # bit offset of the field inside the index
+                        table = ir.Constant(v16f, [float((k >> low) & mask) for k in range(16)])
+                        q.append(builder.call(permvar, [table, v]))
+                        continue
+                    if field:
+                        v = builder.lshr(v, ir.Constant(v16i, [field * bits] * _LANES))
+                    if field != fields - 1:
+                        v = builder.and_(v, ir.Constant(v16i, [mask] * _LANES))
+                    q.append(builder.uitofp(v, v16f))
+                # 2) acc[t, 16j:16j+16] += q_j · x[t, i]
+                new = []
+                for t in range(tt):
+                    x_ti = builder.gep(xp, [builder.add(builder.mul(ldx_el, I64(t)), i)])
+                    xv = broadcast(builder, builder.load(x_ti), v16f)
+                    for j in range(4):
+                        new.append(builder.call(fma, [q[j], xv, accs[4 * t + j]]))
+                return new
 
+            fins = counted_loop(builder, n_v, tt * 4, ir.Constant(v16f, None), body, "ud")
             # 3) store the accumulators once
-            builder.position_at_end(done)
-            fins = []
-            for k in range(tt * 4):  # all phis first
-                f = builder.phi(v16f)
-                f.add_incoming(zero, entry)
-                f.add_incoming(new[k], loop)
-                fins.append(f)
             for k, f in enumerate(fins):
-                ptr = builder.bitcast(builder.gep(accp, [i64(16 * k)]), v16f.as_pointer())
+                ptr = builder.bitcast(builder.gep(accp, [I64(16 * k)]), v16f.as_pointer())
                 builder.store(f, ptr, align=4)
             return context.get_dummy_value()
 

@@ -44,24 +44,32 @@ import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
+
+
+def parse_cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first ``flags`` line of a ``/proc/cpuinfo`` text.
+
+    >>> sorted(parse_cpu_flags("processor : 0\\nflags : fpu avx512_vnni sse2\\n"))
+    ['avx512_vnni', 'fpu', 'sse2']
+    >>> parse_cpu_flags("no flags line here")
+    set()
+    """
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags the kernel reports in ``/proc/cpuinfo`` (empty set if unreadable).
-
-    >>> isinstance(cpu_flags(), set)
-    True
-    """
+    """The CPU feature flags the kernel reports in ``/proc/cpuinfo`` (empty set if unreadable)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+            return parse_cpu_flags(f.read())
     except OSError:
-        pass
-    return set()
+        return set()
 
 
 @functools.cache
@@ -72,8 +80,12 @@ def has_vnni() -> bool:
     LLVM's view is required too: Numba compiles for the host LLVM detects, and an intrinsic the
     target lacks cannot be selected. Where ``/proc/cpuinfo`` is missing, LLVM's view decides.
 
-    >>> has_vnni() in (True, False)
-    True
+    A worked example: the family it selects runs and is exact.
+
+    >>> from tinyquant.kernels import int8_matmul
+    >>> a, b = np.array([[1, -2, 3]], np.int8), np.array([[-128, 127, 5]], np.int8)
+    >>> int8_matmul(a, b, "vnni" if has_vnni() else "portable")
+    array([[-367]], dtype=int32)
     """
     llvm_ok = bool(llvm_binding.get_host_cpu_features().get("avx512vnni", False))
     flags = cpu_flags()
@@ -86,8 +98,10 @@ def default_kernels() -> str:
     ``TINYQUANT_KERNELS=portable`` forces plain Numba loops; ``=vnni`` forces the VNNI kernels
     (a ``ValueError`` if the CPU lacks them).
 
-    >>> default_kernels() in ("portable", "vnni")
-    True
+    >>> import unittest.mock
+    >>> with unittest.mock.patch.dict(os.environ, TINYQUANT_KERNELS="Portable "):
+    ...     default_kernels()
+    'portable'
     """
     choice = os.environ.get("TINYQUANT_KERNELS", "").strip().lower()
     if choice in ("", "auto"):
@@ -123,8 +137,7 @@ def _make_tile(mr: int):
     mr · 4 accumulators are output columns already: no horizontal sums. ``lda``/``ldc`` are
     row strides in bytes, addresses plain integers (``a.ctypes.data``); C is overwritten.
     """
-    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-    v16 = ir.VectorType(i32, 16)
+    v16 = ir.VectorType(I32, 16)
     nv = PANEL // 16  # accumulator vectors per activation row
 
     @intrinsic
@@ -133,66 +146,35 @@ def _make_tile(mr: int):
 
         def codegen(context, builder, signature, args):
             b_v, a_v, lda_v, k4_v, c_v, ldc_v = args
-            fnty = ir.FunctionType(v16, [v16, v16, v16])
-            dp = cgutils.get_or_insert_function(builder.module, fnty, _VPDPBUSD)
-            pfty = ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32])
-            prefetch = cgutils.get_or_insert_function(builder.module, pfty, "llvm.prefetch.p0")
-            bp = builder.inttoptr(b_v, i8.as_pointer())
-            ap = builder.inttoptr(a_v, i8.as_pointer())
-            cp = builder.inttoptr(c_v, i8.as_pointer())
-            a_rows = [builder.gep(ap, [builder.mul(lda_v, i64(m))]) for m in range(mr)]
-            zero = ir.Constant(v16, None)
-            splat0 = ir.Constant(v16, [0] * 16)
+            dp = declare(builder, _VPDPBUSD, v16, [v16, v16, v16])
+            bp = builder.inttoptr(b_v, I8.as_pointer())
+            ap = builder.inttoptr(a_v, I8.as_pointer())
+            cp = builder.inttoptr(c_v, I8.as_pointer())
+            a_rows = [builder.gep(ap, [builder.mul(lda_v, I64(m))]) for m in range(mr)]
 
-            entry = builder.block
-            loop = builder.append_basic_block("vnni.loop")
-            done = builder.append_basic_block("vnni.done")
-            builder.cbranch(builder.icmp_signed(">", k4_v, i64(0)), loop, done)
-
-            # loop body: one group of 4 k, mr × 4 vpdpbusd
-            builder.position_at_end(loop)
-            k = builder.phi(i64, "k4")
-            k.add_incoming(i64(0), entry)
-            accs = []
-            for _ in range(mr * nv):
-                p = builder.phi(v16)
-                p.add_incoming(zero, entry)
-                accs.append(p)
-            b_k = builder.gep(bp, [builder.mul(k, i64(4 * PANEL))])
-            # software prefetch of the panel stream, PREFETCH_BYTES ahead (as in unpack_dot)
-            for j in range(nv):
-                ahead = builder.gep(b_k, [i64(PREFETCH_BYTES + 64 * j)])
-                builder.call(prefetch, [ahead, i32(0), i32(3), i32(1)])
-            b_vecs = []
-            for j in range(nv):
-                ptr = builder.bitcast(builder.gep(b_k, [i64(64 * j)]), v16.as_pointer())
-                b_vecs.append(builder.load(ptr, align=4))
-            new = []
-            for m in range(mr):
-                a_k = builder.gep(a_rows[m], [builder.mul(k, i64(4))])
-                word = builder.load(builder.bitcast(a_k, i32.as_pointer()), align=1)
-                a4 = builder.insert_element(ir.Constant(v16, ir.Undefined), word, i32(0))
-                a4 = builder.shuffle_vector(a4, ir.Constant(v16, ir.Undefined), splat0)
+            def body(k, accs):  # one group of 4 k: mr × 4 vpdpbusd
+                b_k = builder.gep(bp, [builder.mul(k, I64(4 * PANEL))])
+                for j in range(nv):  # software prefetch of the panel stream (as in unpack_dot)
+                    prefetch(builder, b_k, PREFETCH_BYTES + 64 * j)
+                b_vecs = []
                 for j in range(nv):
-                    new.append(builder.call(dp, [accs[m * nv + j], b_vecs[j], a4]))
-            k_next = builder.add(k, i64(1))
-            k.add_incoming(k_next, loop)
-            for p, v in zip(accs, new, strict=True):
-                p.add_incoming(v, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, k4_v), loop, done)
+                    ptr = builder.bitcast(builder.gep(b_k, [I64(64 * j)]), v16.as_pointer())
+                    b_vecs.append(builder.load(ptr, align=4))
+                new = []
+                for m in range(mr):
+                    a_k = builder.gep(a_rows[m], [builder.mul(k, I64(4))])
+                    word = builder.load(builder.bitcast(a_k, I32.as_pointer()), align=1)
+                    a4 = broadcast(builder, word, v16)  # 4 activation bytes in every lane
+                    for j in range(nv):
+                        new.append(builder.call(dp, [accs[m * nv + j], b_vecs[j], a4]))
+                return new
 
+            fins = counted_loop(builder, k4_v, mr * nv, ir.Constant(v16, None), body, "vnni")
             # store the accumulators: they are C's columns
-            builder.position_at_end(done)
-            fins = []
-            for idx in range(mr * nv):  # all phis first: LLVM wants them at the block's top
-                fin = builder.phi(v16)
-                fin.add_incoming(zero, entry)
-                fin.add_incoming(new[idx], loop)
-                fins.append(fin)
             for m in range(mr):
-                c_row = builder.gep(cp, [builder.mul(ldc_v, i64(m))])
+                c_row = builder.gep(cp, [builder.mul(ldc_v, I64(m))])
                 for j in range(nv):
-                    ptr = builder.bitcast(builder.gep(c_row, [i64(64 * j)]), v16.as_pointer())
+                    ptr = builder.bitcast(builder.gep(c_row, [I64(64 * j)]), v16.as_pointer())
                     builder.store(fins[m * nv + j], ptr, align=4)
             return context.get_dummy_value()
 

@@ -19,6 +19,10 @@ For many tokens (prefill, T > ``DEQUANT_MIN_TOKENS``) unpacking per token costs 
 saves; the kernel then dequantizes slabs of rows to float32 once and lets BLAS do the GEMM —
 the only place where dequantize-then-matmul pays.
 
+Overflow: both paths add terms no larger than I · max|x| · max(qmax·|s| + |s·z|). Where that
+bound nears float32's max (activations around 1e37), x is scaled by 2⁻ᵏ and y by 2ᵏ — exact
+for powers of two, so results elsewhere are unchanged bit for bit.
+
 Refs: Frantar et al. 2023 "GPTQ", §5 (group-wise weights, the fused dequant GEMV); Lin et al.
 2024 "AWQ", §3.3 (on-the-fly dequantization kernels); llama.cpp ggml-cpu Q4_0 dot products.
 Shape legend: T tokens, I in features, O out features, Op = O padded to 64, NB = Op / 64 blocks,
@@ -27,14 +31,22 @@ g group size, G = I / g, BPC = 64·b/8 bytes per column of a block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit, prange
 
 from tinyquant.quant.pack import unpack
 
-from .checks import check_activations, check_weight_only
+from .checks import (
+    check_activations,
+    check_array,
+    check_bits,
+    check_buffer,
+    check_size,
+    check_weight_only,
+)
 from .unpack_dot import (
     ROWS,
     TOKENS_PER_CALL,
@@ -55,26 +67,32 @@ __all__ = [
     "dequantize_packed",
     "dequantize_packed_t",
     "weight_only_linear",
-    "w8a16_linear",
-    "w4a16_linear",
-    "w3a16_linear",
-    "w2a16_linear",
 ]
 
 # Above this many tokens, dequantize slabs to float32 and use BLAS (compute-bound regime).
 DEQUANT_MIN_TOKENS = 16
 _STORE_BITS = {8: 8, 4: 4, 3: 4, 2: 2}  # 3-bit codes live in the 4-bit layout
 _SLAB_ELEMS = 1 << 26  # weights dequantized at once on the BLAS path (256 MiB of float32)
+_F32_MAX = float(np.finfo(np.float32).max)
+_SAFE_SUM = 2.0**126  # partial sums below this stay finite in float32 (max ≈ 2^128)
 
 
 @dataclass(frozen=True, eq=False)
 class PackedWeightOnly:
     """A weight in the kernel's layout, made once by ``prepack``.
 
+    Construction checks every field against the buffers' actual shapes, dtypes and values
+    (``dataclasses.replace`` included), and each kernel call re-checks the shapes, so a kernel
+    never reads or writes past a buffer.
+
     >>> pw = prepack(np.zeros((3, 64), np.uint8), np.ones((3, 1), np.float32),
     ...              np.zeros((3, 1), np.float32), 128, 4)
     >>> pw.w.shape, pw.out_features, pw.in_features
     ((1, 128, 32), 3, 128)
+    >>> import dataclasses; dataclasses.replace(pw, in_features=256)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: PackedWeightOnly.w has shape (1, 128, 32) but 3 × 256 codes of 4 bits need ...
     """
 
     bits: int  # bits of the codes (8, 4, 3, 2)
@@ -85,6 +103,44 @@ class PackedWeightOnly:
     w: np.ndarray  # (NB, I, BPC) uint8, rows in lanes
     scale: np.ndarray  # (NB, G, 64) float32, s[o, g] at [o // 64, g, o % 64]
     scale_zero: np.ndarray  # (NB, G, 64) float32, s·z
+    # max over rows and groups of qmax·|s| + |s·z| (float64): bounds every term the kernels add
+    term_bound: float = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.check_layout("PackedWeightOnly")
+        for name in ("scale", "scale_zero"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"PackedWeightOnly.{name} contains NaN or Inf; re-quantize")
+        qmax = (1 << self.store_bits) - 1  # any value a field can hold
+        terms = qmax * np.abs(self.scale, dtype=np.float64) + np.abs(self.scale_zero)
+        bound = float(terms.max()) if terms.size else 0.0
+        if not bound < _F32_MAX:
+            raise ValueError(
+                f"PackedWeightOnly scales reach q·s + |s·z| = {bound:.3g}, beyond float32's "
+                f"{_F32_MAX:.3g}; re-quantize with smaller scales"
+            )
+        object.__setattr__(self, "term_bound", bound)
+
+    def check_layout(self, name: str = "pw") -> None:
+        """Sizes, dtypes and contiguity of the buffers agree with the size fields (O(1))."""
+        bits = check_bits(self.bits)
+        if self.store_bits != _STORE_BITS[bits]:
+            raise ValueError(
+                f"{name}.store_bits is {self.store_bits!r} but {bits}-bit codes are stored in "
+                f"{_STORE_BITS[bits]}-bit fields; make the weight with prepack()"
+            )
+        I = check_size(self.in_features, f"{name}.in_features")
+        O = check_size(self.out_features, f"{name}.out_features", minimum=0)
+        g = check_size(self.group_size, f"{name}.group_size")
+        if I % g:
+            raise ValueError(f"{name}.group_size {g} does not divide in_features {I}; prepack()")
+        NB = -(-O // ROWS)
+        what = f"{O} × {I} codes of {bits} bits"
+        check_buffer(self.w, f"{name}.w", np.uint8, (NB, I, bytes_per_column(_STORE_BITS[bits])),
+                     what)  # fmt: skip
+        for field_name in ("scale", "scale_zero"):
+            check_buffer(getattr(self, field_name), f"{name}.{field_name}", np.float32,
+                         (NB, I // g, ROWS), f"{what} in groups of {g}")  # fmt: skip
 
     @property
     def nbytes(self) -> int:
@@ -104,15 +160,24 @@ def prepack(
     >>> int(pw.w[0, 5, 0] & 15)  # row 0, column 5 sits in byte 0 of column 5, low nibble
     5
     """
-    if bits not in _STORE_BITS:
-        raise ValueError(f"bits must be 8, 4, 3 or 2, got {bits}")
-    from .checks import check_array
-
+    bits = check_bits(bits)
     check_array(packed, "packed", np.uint8, 2)
+    if packed.shape[1] == 0:
+        raise ValueError(f"packed has shape {packed.shape}: no codes; pass (out, in·bits/8) bytes")
     O = packed.shape[0]
     in_features = packed.shape[1] * 8 // bits
     dummy = np.zeros((1, in_features), np.float32)
     check_weight_only(dummy, packed, scale, zero, group_size, bits)
+    with np.errstate(over="ignore"):
+        sz64 = np.abs(scale.astype(np.float64) * zero)  # (O, G)
+    terms = ((1 << _STORE_BITS[bits]) - 1) * np.abs(scale, dtype=np.float64) + sz64  # (O, G)
+    if terms.size and not terms.max() < _F32_MAX:
+        o, g = np.unravel_index(np.argmax(terms), terms.shape)
+        raise ValueError(
+            f"scale and zero at row {o}, group {g} ({scale[o, g]:.3g}, {zero[o, g]:.3g}) make "
+            f"q·s + |s·z| = {terms[o, g]:.3g}, beyond float32's {_F32_MAX:.3g}; re-quantize "
+            "the weight with smaller scales (or divide it by a power of two first)"
+        )
 
     # 1) unsigned codes, rows padded to a multiple of 64 (padding rows: code 0, scale 0)
     NB = -(-O // ROWS)
@@ -225,9 +290,11 @@ def dequantize_packed_t(pw: PackedWeightOnly, r0: int = 0, n: int | None = None)
     >>> dequantize_packed_t(pw).shape
     (64, 64)
     """
+    _check_packed(pw)
     total = pw.w.shape[0] * ROWS
-    n = total - r0 if n is None else n
-    if r0 % ROWS or n % ROWS or not 0 <= r0 < r0 + n <= total:
+    r0 = check_size(r0, "r0", minimum=0)
+    n = check_size(total - r0 if n is None else n, "n", minimum=0)
+    if r0 % ROWS or n % ROWS or r0 + n > total:
         raise ValueError(f"rows [{r0}, {r0 + n}) must be multiples of {ROWS} within {total}")
     out_t = np.empty((pw.in_features, n), np.float32)
     _dequant_slab_t(pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, r0 // ROWS,
@@ -256,78 +323,69 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
     >>> s = rng.random((70, 2), dtype=np.float32); z = np.full((70, 2), 8, np.float32)
     >>> x = rng.standard_normal((3, 128), dtype=np.float32)
     >>> y = packed_linear(x, prepack(p, s, z, 64, 4))
-    >>> bool(np.allclose(y, reference.w4a16_linear(x, p, s, z, 64), rtol=1e-4, atol=1e-4))
+    >>> bool(np.allclose(y, reference.weight_only_linear(x, p, s, z, 64, 4), rtol=1e-4,
+    ...                   atol=1e-4))
     True
     """
+    # 1) validate in Python: x, and the weight's fields against its buffers
     check_activations(x)
-    if not isinstance(pw, PackedWeightOnly):
-        raise ValueError(f"pw must be a PackedWeightOnly from prepack(), got {type(pw).__name__}")
+    _check_packed(pw)
     T, I = x.shape
     if I != pw.in_features:
         raise ValueError(f"x has {I} features but the weight expects {pw.in_features}")
+    # 2) every partial sum either path forms is at most I · max|x| · term_bound; if that could
+    #    overflow float32, run on x · 2⁻ᵏ and scale y back by 2ᵏ (exact: powers of two)
+    k = _overflow_shift(I * float(np.abs(x).max()) * pw.term_bound)
+    if k:
+        x = np.ldexp(x, -k)  # (T, I) float32
     NB = pw.w.shape[0]
+    y = np.empty((T, NB * ROWS), np.float32)
     if T > DEQUANT_MIN_TOKENS:
-        # dequantize (Numba threads) then one BLAS GEMM per slab: few switches between the two
-        # thread pools, which contend badly on a small machine
-        y = np.empty((T, NB * ROWS), np.float32)
+        # 3a) dequantize (Numba threads) then one BLAS GEMM per slab: few switches between the
+        #     two thread pools, which contend badly on a small machine
         rows = max(ROWS, min(NB * ROWS, _SLAB_ELEMS // I // ROWS * ROWS))
         for r0 in range(0, NB * ROWS, rows):
             n = min(rows, NB * ROWS - r0)
             y[:, r0 : r0 + n] = x @ dequantize_packed_t(pw, r0, n)  # (T, I) @ (I, n) BLAS
-        return y[:, : pw.out_features]
-    xs = x.reshape(T, I // pw.group_size, pw.group_size).sum(axis=2, dtype=np.float32)  # (T, G)
-    y = np.empty((T, NB * ROWS), np.float32)
-    _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, pw.group_size, pw.store_bits, y)
-    return y[:, : pw.out_features]
+    else:
+        # 3b) the fused unpack-and-FMA kernel, zero points folded into per-group sums of x
+        g = pw.group_size
+        xs = x.reshape(T, I // g, g).sum(axis=2, dtype=np.float32)  # (T, G)
+        _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, g, pw.store_bits, y)
+    y = y[:, : pw.out_features]  # (T, O)
+    if k:
+        with np.errstate(over="ignore"):  # inf only where x Wᵀ itself exceeds float32
+            y = np.ldexp(y, k)
+    return y
+
+
+def _check_packed(pw) -> None:
+    if not isinstance(pw, PackedWeightOnly):
+        raise ValueError(f"pw must be a PackedWeightOnly from prepack(), got {type(pw).__name__}")
+    pw.check_layout("pw")
+
+
+def _overflow_shift(bound: float) -> int:
+    """The k ≥ 0 that brings a bound on the kernels' partial sums below ``_SAFE_SUM``."""
+    return 0 if bound <= _SAFE_SUM else math.ceil(math.log2(bound / _SAFE_SUM))
 
 
 def weight_only_linear(x, packed, scale, zero, group_size: int, bits: int) -> np.ndarray:
     """Same signature and semantics as ``reference.weight_only_linear`` (prepacks per call —
     for repeated use, ``prepack`` once and call ``packed_linear``).
 
-    >>> x = np.ones((1, 4), np.float32); p = np.array([[0x21, 0x43]], np.uint8)
-    >>> weight_only_linear(x, p, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 4, 4)
-    array([[10.]], dtype=float32)
+    >>> from tinyquant.kernels import reference
+    >>> rng = np.random.default_rng(0); x = rng.standard_normal((3, 64), dtype=np.float32)
+    >>> s, z = np.full((5, 2), 0.1, np.float32), np.full((5, 2), 1, np.float32)
+    >>> for bits in (8, 4, 3, 2):
+    ...     p = rng.integers(0, 256, (5, 64 * bits // 8), dtype=np.uint8)
+    ...     y, y_ref = weight_only_linear(x, p, s, z, 32, bits), reference.weight_only_linear(
+    ...         x, p, s, z, 32, bits)
+    ...     print(bits, y.shape, bool(np.allclose(y, y_ref, rtol=1e-5, atol=1e-5)))
+    8 (3, 5) True
+    4 (3, 5) True
+    3 (3, 5) True
+    2 (3, 5) True
     """
     check_weight_only(x, packed, scale, zero, group_size, bits)
     return packed_linear(x, prepack(packed, scale, zero, group_size, bits))
-
-
-def w8a16_linear(x, codes, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 8-bit (codes (O, I) uint8); see ``weight_only_linear``.
-
-    >>> w8a16_linear(np.ones((1, 2), np.float32), np.array([[3, 5]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 2)
-    array([[0.]], dtype=float32)
-    """
-    return weight_only_linear(x, codes, scale, zero, group_size, 8)
-
-
-def w4a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 4-bit (packed (O, I/2) uint8); see ``weight_only_linear``.
-
-    >>> w4a16_linear(np.ones((1, 2), np.float32), np.array([[0xF0]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 8, np.float32), 2)
-    array([[-1.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 4)
-
-
-def w3a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 3-bit (packed (O, 3I/8) uint8, run in the 4-bit layout).
-
-    >>> w3a16_linear(np.ones((1, 8), np.float32), np.full((1, 3), 0xFF, np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 4, np.float32), 8)
-    array([[24.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 3)
-
-
-def w2a16_linear(x, packed, scale, zero, group_size: int) -> np.ndarray:
-    """Weight-only 2-bit (packed (O, I/4) uint8); see ``weight_only_linear``.
-
-    >>> w2a16_linear(np.ones((1, 4), np.float32), np.array([[0b11100100]], np.uint8),
-    ...              np.ones((1, 1), np.float32), np.full((1, 1), 2, np.float32), 4)
-    array([[-2.]], dtype=float32)
-    """
-    return weight_only_linear(x, packed, scale, zero, group_size, 2)
