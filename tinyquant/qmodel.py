@@ -5,7 +5,7 @@ protocol, ``tinyquant.linears``); the model's single call site ``linear(x, w)`` 
 one ``forward`` serves every recipe. ``quantize_model`` only orchestrates:
 
     0) casts        fp16/bf16 tensors rounded (kept as float32 arrays, stored 2 bytes each)
-    1) SmoothQuant  fold s into the norms before q/k/v and gate/up (FP statistics)
+    1) SmoothQuant  fold s before q/k/v, o, gate/up and down (FP statistics; algos/fold.py)
     2) AWQ          search and fold per-channel scales and clips, block by block (FP inputs)
     3) the rest     sequentially when a rule needs statistics (GPTQ's H, static activation
                     scales: block i calibrated on the quantized blocks before it), else directly;
@@ -187,9 +187,11 @@ def quantize_model(
         calib_tokens = np.asarray(calib_tokens)[: r.calib_windows]
     blocks = {n: quant[n] for n in linear_names(cfg) if n in quant}
     if any(rule.smooth is not None for rule in quant.values()):  # 1) SmoothQuant (exact in FP)
-        alpha = _one_of(blocks, "SmoothQuant's alpha", lambda q: q.smooth and q.smooth.alpha)
+        sm = _one_of(blocks, "SmoothQuant's options", lambda q: q.smooth)
+        if sm is None:
+            raise ValueError("SmoothQuant folds into whole blocks; give every block Linear Smooth")
         stats = collect_stats(out, cfg, calib_tokens, hessian=False)
-        out = smooth_model(out, cfg, {n: st.max_abs for n, st in stats.items()}, alpha)
+        out = smooth_model(out, cfg, {n: st.max_abs for n, st in stats.items()}, sm.alpha, sm.pairs)
     if any(isinstance(rule.method, AWQ) for rule in quant.values()):  # 2) AWQ's scales folded
         if len(blocks) != len(linear_names(cfg)):
             raise ValueError("AWQ folds scales across a whole block; target every block Linear")

@@ -171,10 +171,15 @@ class Smooth:
     """SmoothQuant: s_j = max|X_j|^α / max|W_j|^(1−α), x/s folded into the previous op."""
 
     alpha: float = 0.5
+    pairs: tuple[str, ...] = ("qkv", "o", "gate_up", "down")  # where s is folded (fold.py)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"Smooth alpha must be in [0, 1], got {self.alpha}")
+        object.__setattr__(self, "pairs", tuple(self.pairs))
+        bad = set(self.pairs) - {"qkv", "o", "gate_up", "down"}
+        if bad or not self.pairs:
+            raise ValueError(f"Smooth pairs must be among qkv, o, gate_up, down; got {self.pairs}")
 
 
 @dataclass(frozen=True)

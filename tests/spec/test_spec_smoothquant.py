@@ -80,3 +80,20 @@ def test_the_alpha_search_returns_the_alpha_with_the_smallest_w8a8_error(seed):
     direct = [w8a8_error(x, [W], smooth_scales(np.abs(x).max(0), [W], b)) for b in alphas]
     np.testing.assert_allclose(errs, direct, rtol=1e-12)
     assert a == alphas[int(np.argmin(direct))]
+
+
+def test_smoothing_all_four_fold_points_leaves_the_fp_model_logits_unchanged_in_float64():
+    from tinyquant.algos.calibrate import collect_stats
+    from tinyquant.algos.smoothquant import smooth_model
+    from tinyquant.llm.model import Config, forward, init_params
+
+    cfg = Config(d_model=32, n_layers=2, n_heads=2, d_ff=64, context=16)
+    params = init_params(cfg, seed=4, dtype=np.float64)
+    toks = np.random.default_rng(4).integers(0, 256, size=(3, 16))
+    stats = collect_stats(params, cfg, toks, hessian=False)
+    act_max = {n: st.max_abs * np.exp(np.arange(st.max_abs.size) % 5) for n, st in stats.items()}
+    smoothed = smooth_model(params, cfg, act_max, 0.5)
+    changed = [k for k in params if not np.array_equal(smoothed[k], params[k])]
+    assert {"blk.0.attn_v.weight", "blk.0.ffn_up.weight", "blk.1.ffn_down.weight"} <= set(changed)
+    np.testing.assert_allclose(forward(smoothed, toks, cfg), forward(params, toks, cfg),
+                               rtol=1e-10, atol=1e-12)  # fmt: skip

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyquant.algos.calibrate import BlockCalib, calibrate_sequential
+from tinyquant.algos.fold import fold_scales
 from tinyquant.algos.qgrid import fake_quantize_rows, quantize_rows
 from tinyquant.llm.model import Config, attention, block, silu
 from tinyquant.quant import QTensor, get_format, pack
@@ -235,49 +236,6 @@ def awq_block(
     report = AWQLayerReport({k: v.alpha for k, v in names.items()},
                             {k: v.losses for k, v in names.items()})  # fmt: skip
     return out, report
-
-
-def fold_scales(
-    params: dict,
-    i: int,
-    s_qkv: np.ndarray | None = None,
-    s_o: np.ndarray | None = None,
-    s_gate_up: np.ndarray | None = None,
-    s_down: np.ndarray | None = None,
-) -> dict:
-    """Fold per-channel scales into block i; returns the changed params (same dtypes).
-
-    attn_norm /= s_qkv and q/k/v columns *= s_qkv; attn_v rows /= s_o and attn_output
-    columns *= s_o; ffn_norm /= s_gate_up and gate/up columns *= s_gate_up; ffn_up rows
-    /= s_down and ffn_down columns *= s_down. Exact in full precision.
-
-    >>> p = {f"blk.0.{n}.weight": np.ones((2, 2)) for n in ("attn_v", "attn_output")}
-    >>> fold_scales(p, 0, s_o=np.array([2.0, 4.0]))["blk.0.attn_output.weight"].tolist()
-    [[2.0, 4.0], [2.0, 4.0]]
-    """
-    p = f"blk.{i}."
-    out: dict = {}
-
-    def mul(name: str, s: np.ndarray, rows: bool = False) -> None:
-        w = np.asarray(params[p + name])
-        cur = np.asarray(out.get(p + name, w), np.float64)
-        out[p + name] = (cur * (s[:, None] if rows else s)).astype(w.dtype)
-
-    if s_qkv is not None:
-        mul("attn_norm.weight", 1 / s_qkv)  # the norm's gain is the previous op: x/s
-        for n in ("attn_q", "attn_k", "attn_v"):
-            mul(n + ".weight", s_qkv)  # columns: W·s
-    if s_o is not None:
-        mul("attn_v.weight", 1 / s_o, rows=True)  # attention is linear in v, per channel
-        mul("attn_output.weight", s_o)
-    if s_gate_up is not None:
-        mul("ffn_norm.weight", 1 / s_gate_up)
-        for n in ("ffn_gate", "ffn_up"):
-            mul(n + ".weight", s_gate_up)
-    if s_down is not None:
-        mul("ffn_up.weight", 1 / s_down, rows=True)  # silu(g)·u is linear in u
-        mul("ffn_down.weight", s_down)
-    return out
 
 
 def awq_model(

@@ -6,7 +6,10 @@ Per input channel j of the Linears fed by one RMSNorm,
     X ← X / s  (divide the RMSNorm weight by s),   W ← W · s  (scale W's input columns)
 
 which leaves X Wᵀ unchanged and, with α = 0.5, splits the quantization difficulty evenly between
-activations and weights. Applied before q/k/v and gate/up only (the Linears that read a norm).
+activations and weights. The paper applies it where x comes from a norm (before q/k/v and
+gate/up); ``smooth_model`` also folds it, exactly, wherever AWQ folds its scales (``fold.py``):
+into W_v's rows for attn_output's input and into W_up's rows for ffn_down's input — the latter
+is where this model's largest activation outlier sits.
 ``search_alpha`` picks α per block by the W8A8 error of those Linears' outputs on calibration X.
 W8A8 itself (levels O1/O2/O3) is a recipe on top: per-tensor/per-channel int8 W and per-token or
 per-tensor (static, from ``static_act_scale``) int8 activations.
@@ -21,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from tinyquant.algos.fold import PAIRS, fold_scales
+from tinyquant.quant.activations import fake_quantize_activations
 
 SMOOTHED = {"attn_norm": ("attn_q", "attn_k", "attn_v"), "ffn_norm": ("ffn_gate", "ffn_up")}
 
@@ -68,18 +74,16 @@ def apply_smoothing(params: dict, i: int, norm: str, s: np.ndarray) -> dict:
 
 
 def fake_quant_int8_per_token(x: np.ndarray) -> np.ndarray:
-    """Symmetric int8 per row (absmax/127), dequantized — dynamic per-token activations.
+    """Symmetric int8 per row (absmax/127), dequantized: ``quant.activations``, per token.
 
     >>> fake_quant_int8_per_token(np.array([[127.0, 0.4, -64.2]])).tolist()
     [[127.0, 0.0, -64.0]]
     """
-    x = np.asarray(x, np.float64)
-    s = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
-    return np.clip(np.round(x / s), -127, 127) * s
+    return fake_quantize_activations(np.asarray(x, np.float32), "per_token")
 
 
 def fake_quant_int8_per_channel(W: np.ndarray) -> np.ndarray:
-    """Symmetric int8 per output row of W (O, I), dequantized.
+    """Symmetric int8 per output row of W (O, I), dequantized (rows quantized like tokens).
 
     >>> fake_quant_int8_per_channel(np.array([[1.0, -0.5]])).tolist()[0][0]
     1.0
@@ -132,24 +136,36 @@ def static_act_scale(act_max_tensor: float, qmax: int = 127) -> float:
     return float(act_max_tensor) / qmax
 
 
-def smooth_model(params: dict, cfg, act_max: dict, alpha: float | dict = 0.5) -> dict:
-    """SmoothQuant on every block: returns new params with all scales folded (exact in FP).
+def smooth_model(
+    params: dict, cfg, act_max: dict, alpha: float | dict = 0.5, pairs: tuple[str, ...] = PAIRS
+) -> dict:
+    """SmoothQuant on every block: returns new params with the scales folded (exact in FP).
 
     ``act_max[name]`` is max|X| per input channel of Linear ``name`` (``collect_stats(...)
-    [name].max_abs``); ``alpha`` is one value or {(block, norm): α} from ``search_alpha``.
+    [name].max_abs``); ``alpha`` is one value or {(block, pair): α}; ``pairs`` chooses where
+    to smooth: "qkv" and "gate_up" (the paper's, after the norms), "o" and "down".
 
     >>> from tinyquant.llm.model import Config, init_params
     >>> cfg = Config.tiny(); p = init_params(cfg, seed=0)
-    >>> am = {f"blk.{i}.{n}.weight": np.ones(cfg.d_model) for i in range(2)
-    ...       for n in ("attn_q", "ffn_gate")}
-    >>> sorted(k for k, v in smooth_model(p, cfg, am).items() if v is not p[k])[:2]
-    ['blk.0.attn_k.weight', 'blk.0.attn_norm.weight']
+    >>> am = {f"blk.{i}.{n}.weight": np.ones(d) for i in range(2)
+    ...       for n, d in (("attn_q", 32), ("attn_output", 32), ("ffn_gate", 32), ("ffn_down", 64))}
+    >>> sorted(k for k, v in smooth_model(p, cfg, am).items() if v is not p[k])[:3]
+    ['blk.0.attn_k.weight', 'blk.0.attn_norm.weight', 'blk.0.attn_output.weight']
     """
+    unknown = set(pairs) - set(PAIRS)
+    if unknown:
+        raise ValueError(f"unknown smoothing pairs {sorted(unknown)}; choose from {PAIRS}")
     out = dict(params)
     for i in range(cfg.n_layers):
-        for norm, lins in SMOOTHED.items():
-            a = alpha[i, norm] if isinstance(alpha, dict) else alpha
+        s = {}
+        for pair in pairs:
+            lins = _LINEARS_OF[pair]
+            a = alpha[i, pair] if isinstance(alpha, dict) else alpha
             weights = [params[f"blk.{i}.{n}.weight"] for n in lins]
-            s = smooth_scales(act_max[f"blk.{i}.{lins[0]}.weight"], weights, a)
-            out.update(apply_smoothing(out, i, norm, s))
+            s[pair] = smooth_scales(act_max[f"blk.{i}.{lins[0]}.weight"], weights, a)
+        out.update(fold_scales(out, i, s.get("qkv"), s.get("o"), s.get("gate_up"), s.get("down")))
     return out
+
+
+_LINEARS_OF = {"qkv": ("attn_q", "attn_k", "attn_v"), "o": ("attn_output",),
+               "gate_up": ("ffn_gate", "ffn_up"), "down": ("ffn_down",)}  # fmt: skip

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyquant.quant.activations import quantize_activations
 from tinyquant.quant.pack import unpack
 
 from .checks import check_activations, check_int8_operands, check_w8a8, check_weight_only
@@ -70,19 +71,16 @@ def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def quantize_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dynamic symmetric int8 quantization of each row: (q_x int8 (T, I), s_x float32 (T,)).
 
-    s_x = absmax / 127 (an all-zero row gets s_x = 1 and codes 0); q_x = clip(round(x / s_x)).
-    The fast W8A8 kernels call this very function, so their integer inputs are identical.
+    s_x = absmax / 127 (an all-zero row gets s_x = 1 and codes 0); q_x = clip(round(x / s_x)):
+    the one activation quantizer (``quant.activations``), after the kernels' input checks. The
+    fast W8A8 kernels call this very function, so their integer inputs are identical.
 
     >>> q, s = quantize_per_token(np.array([[0.5, -1.27, 0.0]], dtype=np.float32))
     >>> q, s
     (array([[  50, -127,    0]], dtype=int8), array([0.01], dtype=float32))
     """
     check_activations(x)
-    amax = np.abs(x).max(axis=1)  # (T,)
-    s = (amax / np.float32(127.0)).astype(np.float32)
-    s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)  # (T,)
-    q = np.clip(np.rint(x / s[:, None]), -127, 127).astype(np.int8)  # (T, I)
-    return q, s
+    return quantize_activations(x, "per_token")  # (T, I) int8, (T,) float32
 
 
 def w8a8_linear(x: np.ndarray, w_codes: np.ndarray, w_scale: np.ndarray) -> np.ndarray:
