@@ -6,8 +6,7 @@ import math
 import pytest
 
 from tinyquant.cli import main
-from tinyquant.compare import format_table, pareto_front
-from tinyquant.compare import DEFAULT_SCHEMES
+from tinyquant.compare import DEFAULT_SCHEMES, format_table, pareto_front
 
 KEYS = ("scheme", "bits_per_weight", "bytes", "perplexity", "delta_ppl_pct", "kl", "kl_p99",
         "top1", "tokens_per_s")  # fmt: skip

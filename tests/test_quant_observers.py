@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tinyquant.quant.activations import fake_quantize_activations, quantize_activations
 from tinyquant.quant.affine import fake_quantize
 from tinyquant.quant.granularity import per_tensor
 from tinyquant.quant.observers import (
@@ -13,7 +14,6 @@ from tinyquant.quant.observers import (
     MSEObserver,
     PercentileObserver,
 )
-from tinyquant.quant.activations import fake_quantize_activations, quantize_activations
 
 RNG = np.random.default_rng(0)
 

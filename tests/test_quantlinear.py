@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tinyquant.kernels import reference, vnni
+from tinyquant.linears import QuantLinear
 from tinyquant.llm import model
 from tinyquant.llm.checkpoint import SHIPPED, load_checkpoint
-from tinyquant.linears import QuantLinear
 from tinyquant.llm.generate import generate
 from tinyquant.quant import quantize_tensor
 

@@ -4,8 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from tinyquant.compare import format_table
-from tinyquant.compare import DEFAULT_SCHEMES
+from tinyquant.compare import DEFAULT_SCHEMES, format_table
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()

@@ -8,8 +8,8 @@ import pytest
 from tinyquant.llm import data as D
 from tinyquant.llm.backward import cross_entropy_fwd
 from tinyquant.llm.model import Config, forward, init_params
-from tinyquant.llm.train import TrainConfig, lr_at, train
 from tinyquant.llm.nll import eval_loss
+from tinyquant.llm.train import TrainConfig, lr_at, train
 
 CFG = Config.tiny()
 

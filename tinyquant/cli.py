@@ -119,8 +119,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{r['bits_per_byte']:.4f} bits/byte · {r['tokens']} bytes")  # fmt: skip
     if "recipe" in r:
         lo, hi = r["delta_ppl_ci95"]
-        print(f"{r['recipe']} vs FP32 on the evaluation sample: Δppl {r['delta_ppl_pct']:+.2f}% "
-              f"[{lo:+.2f}, {hi:+.2f}] · KL {r['kl']:.5f} · top-1 {100 * r['top1']:.2f}%")  # fmt: skip
+        print(
+            f"{r['recipe']} vs FP32 on the evaluation sample: Δppl {r['delta_ppl_pct']:+.2f}% "
+            f"[{lo:+.2f}, {hi:+.2f}] · KL {r['kl']:.5f} · top-1 {100 * r['top1']:.2f}%"
+        )
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tinyquant.bootstrap import interval_str
-from tinyquant.evaluate import EvalSample, Evaluator
+from tinyquant.evaluate import EvalSample, Evaluator, row_summary
 from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.metrics import decode_tokens_per_s
@@ -37,7 +37,7 @@ from tinyquant.qmodel import quantize_model
 from tinyquant.recipe import Recipe
 
 __all__ = ["CompareConfig", "DEFAULT_SCHEMES", "run_compare", "format_table", "pareto_front",
-           "plot_results", "to_json"]  # fmt: skip
+           "plot_results", "to_json", "row_summary", "load_rows"]  # fmt: skip
 
 DEFAULT_SCHEMES = tuple(PRESETS)  # every preset fits the default run's budget
 
@@ -127,6 +127,11 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def load_rows(path: str | Path) -> dict[str, dict]:
+    """A committed compare run (``compare --json``) as {scheme: row}."""
+    return {r["scheme"]: r for r in json.loads(Path(path).read_text())}
+
+
 def to_json(rows: Sequence[dict]) -> str:
     """One JSON document: the list of rows."""
     return json.dumps(list(rows), indent=1)
@@ -168,16 +173,19 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
     front = set(pareto_front(rows))
     fig, axes = plt.subplots(1, 3, figsize=(18, 6.5), dpi=110,
                              gridspec_kw={"width_ratios": [1.2, 1, 1]})  # fmt: skip
-    panels = [("every recipe", lambda r: True),
-              ("8 bits per weight", lambda r: 7.5 <= r["bits_per_weight"] <= 8.5),
-              ("3 to 4.3 bits per weight", lambda r: 2.9 <= r["bits_per_weight"] <= 4.3)]  # fmt: skip
+    panels = [
+        ("every recipe", lambda r: True),
+        ("8 bits per weight", lambda r: 7.5 <= r["bits_per_weight"] <= 8.5),
+        ("3 to 4.3 bits per weight", lambda r: 2.9 <= r["bits_per_weight"] <= 4.3),
+    ]
     for ax, (title, keep) in zip(axes, panels, strict=True):
         shown = [r for r in rows if keep(r) and r["scheme"] != "fp32"]
         for r in shown:
             lo, hi = r["delta_ppl_ci95"]
             d = r["delta_ppl_pct"]
+            color = "C3" if r["scheme"] in front else "C0"
             ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt="o", ms=5,
-                        color="C3" if r["scheme"] in front else "C0", capsize=3, zorder=3)  # fmt: skip
+                        color=color, capsize=3, zorder=3)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
         if title == "every recipe":
             ax.set_xscale("log", base=2)

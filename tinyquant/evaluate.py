@@ -28,13 +28,25 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinyquant.bootstrap import percent_change_interval, ratio_interval, resample_indices
+from tinyquant.bootstrap import (
+    interval_str,
+    percent_change_interval,
+    ratio_interval,
+    resample_indices,
+)
 from tinyquant.llm.checkpoint import tensors_sha256
 from tinyquant.llm.data import eval_windows, val_bytes
 from tinyquant.llm.model import Config, forward
 from tinyquant.llm.nll import log_softmax
 
-__all__ = ["EvalSample", "EvalResult", "PairedDifference", "Evaluator", "paired_difference"]
+__all__ = [
+    "EvalSample",
+    "EvalResult",
+    "PairedDifference",
+    "Evaluator",
+    "paired_difference",
+    "row_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,10 @@ class EvalResult:
     kl_w: np.ndarray = field(repr=False)  # (W,) summed KL per window
     n_w: np.ndarray = field(repr=False)  # (W,) positions per window
     idx: np.ndarray = field(repr=False)  # (R, W) the shared resample matrix
+
+    def summary(self, scheme: str) -> str:
+        """The one-line form notebooks print (``row_summary``)."""
+        return row_summary({"scheme": scheme} | self.as_dict())
 
     def as_dict(self) -> dict:
         """The JSON-able figures (``compare --json`` rows carry these keys)."""
@@ -258,3 +274,18 @@ def _window_se(a: np.ndarray, n: np.ndarray) -> float:
     r = a.sum() / n.sum()
     z = (a - r * n) / n.mean()  # (W,) per-window deviations in units of a per position
     return float(np.sqrt((z**2).sum() / (W - 1) / W))
+
+
+def row_summary(row: dict) -> str:
+    """One recipe's figures on one line — what notebooks print, so a test can hold them to the
+    committed compare run.
+
+    >>> row_summary({"scheme": "w4-rtn", "delta_ppl_pct": 0.6, "delta_ppl_ci95": [0.29, 0.91],
+    ...              "kl": 0.00559, "kl_ci95": [0.00524, 0.00602], "top1": 0.9603})
+    'w4-rtn: Δppl +0.60% [+0.29, +0.91] · KL 0.00559 [0.00524, 0.00602] · top-1 96.03%'
+    """
+    kl_lo, kl_hi = row["kl_ci95"]
+    d = interval_str(row["delta_ppl_pct"], tuple(row["delta_ppl_ci95"]))
+    d = d.replace(" [", "% [", 1)
+    return (f"{row['scheme']}: Δppl {d} · KL {row['kl']:.5f} [{kl_lo:.5f}, {kl_hi:.5f}] · "
+            f"top-1 {100 * row['top1']:.2f}%")  # fmt: skip

@@ -38,8 +38,10 @@ _I8T = Weights("int8", symmetric=True, per_tensor=True)
 def use_more_bits(i: int, n_layers: int) -> bool:
     """llama.cpp's rule (``llama-quant.cpp``) for the layers whose attn_v / ffn_down get more bits.
 
-    >>> [i for i in range(4) if use_more_bits(i, 4)], [i for i in range(32) if use_more_bits(i, 32)][:6]
-    ([2, 3], [0, 1, 2, 3, 6, 9])
+    >>> [i for i in range(4) if use_more_bits(i, 4)]
+    [2, 3]
+    >>> [i for i in range(32) if use_more_bits(i, 32)][:6]
+    [0, 1, 2, 3, 6, 9]
     """
     return i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2
 
@@ -78,7 +80,9 @@ PRESETS: dict[str, Recipe] = {
              "SmoothQuant-O3 as published: α = 0.5 before q/k/v and gate/up only", _I8T,
              activations=Activations("per_tensor", static=True),
              smooth=Smooth(0.5, ("qkv", "gate_up"))),
-        _one("w8a8-smoothquant", "SmoothQuant-O3: α = 0.5 migration into q/k/v, o, gate/up and down, then static W8A8", _I8T,
+        _one("w8a8-smoothquant",
+             "SmoothQuant-O3: α = 0.5 migration into q/k/v, o, gate/up and down, then static W8A8",
+             _I8T,
              activations=Activations("per_tensor", static=True), smooth=Smooth(0.5)),
         _one("llm.int8", "LLM.int8(): vector-wise int8, |x| ≥ 6 features in float",
              Weights("int8", symmetric=True), method=LLMInt8(6.0)),

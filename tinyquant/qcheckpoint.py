@@ -97,8 +97,10 @@ def load_quantized(path: str | Path) -> Model:
     path = Path(path)
     meta = read_header(path)["__metadata__"]
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a quantized tinyquant checkpoint "
-                         f"(format {meta.get('format')!r}); write one with `tinyquant quantize`")  # fmt: skip
+        raise ValueError(
+            f"{path} is not a quantized tinyquant checkpoint (format {meta.get('format')!r}); "
+            "write one with `tinyquant quantize`"
+        )
     try:
         cfg = Config(**json.loads(meta["config"]))
         recipe = Recipe.from_json(meta["recipe"])

@@ -163,8 +163,10 @@ def quantize_model(
     >>> cfg = Config.tiny()
     >>> p = init_params(cfg, seed=0)
     >>> q = quantize_model(p, cfg, "w8a16")
-    >>> type(q.params["blk.0.attn_q.weight"]).__name__, q.params["token_embd.weight"] is p["token_embd.weight"]
-    ('QuantLinear', True)
+    >>> type(q.params["blk.0.attn_q.weight"]).__name__
+    'QuantLinear'
+    >>> q.params["token_embd.weight"] is p["token_embd.weight"]  # untouched tensors are shared
+    True
     >>> x = np.arange(8)
     >>> bool(np.abs(q.logits(x) - forward(p, x, cfg)).max() < 0.05)
     True

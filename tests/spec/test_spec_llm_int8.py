@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyquant.linears import Int8OutlierLinear
 from tinyquant.kernels.reference import w8a8_linear
+from tinyquant.linears import Int8OutlierLinear
 
 
 def problem(seed, outliers=(3, 40)):

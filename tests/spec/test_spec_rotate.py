@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyquant.linears import RotatedLinear
 from tinyquant.algos.rotate import (
     RandomHadamard,
     hadamard_matrix,
@@ -13,6 +12,7 @@ from tinyquant.algos.rotate import (
     rotate_hessian,
     rotate_weight,
 )
+from tinyquant.linears import RotatedLinear
 
 SIZES = st.sampled_from([1, 2, 8, 12, 24, 64, 96, 256, 768])
 

@@ -3,6 +3,8 @@
 ``calibrate``    per-Linear input statistics (mean/max |x|, H = 2XᵀX/N); sequential mode
 ``rtn``          round-to-nearest over the core's formats and granularities
 ``gptq``         GPTQ (Frantar et al. 2022): error feedback through the inverse Hessian
+``gptq_reference`` the paper's Algorithm 1, literally (the oracle of ``gptq``)
+``fold``         folding per-channel scales into the previous op (AWQ, SmoothQuant)
 ``awq``          AWQ (Lin et al. 2023): activation-aware per-channel scales + clip search
 ``smoothquant``  SmoothQuant (Xiao et al. 2022): migrate activation outliers into weights
 ``rotate``       randomized Hadamard incoherence (QuIP#, QuaRot)
@@ -28,6 +30,7 @@ from .calibrate import (
     collect_stats,
 )
 from .gptq import GPTQResult, gptq_quantize, layer_objective, to_qtensor
+from .gptq_reference import gptq_reference
 from .qgrid import fake_quantize_rows, minmax_qparams, mse_qparams, quantize_rows
 from .rotate import (
     RandomHadamard,
@@ -63,6 +66,7 @@ __all__ = [
     "fake_quantize_rows",
     "fold_scales",
     "gptq_quantize",
+    "gptq_reference",
     "hadamard_matrix",
     "hadamard_transform",
     "layer_objective",

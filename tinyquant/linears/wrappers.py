@@ -32,7 +32,8 @@ class ActQuantLinear:
 
     >>> from tinyquant.linears.quant_linear import QuantLinear
     >>> inner = QuantLinear.from_weight(np.eye(4, dtype=np.float32), "int8", None)
-    >>> ActQuantLinear(inner, "per_tensor", static_amax=127.0).forward(np.float32([[0.4, 2.6, 0, 0]]))
+    >>> lin = ActQuantLinear(inner, "per_tensor", static_amax=127.0)   # s = 1: x rounds to ints
+    >>> lin.forward(np.float32([[0.4, 2.6, 0, 0]]))
     array([[0., 3., 0., 0.]], dtype=float32)
     """
 
