@@ -29,7 +29,9 @@ def test_a_recipe_can_be_written_in_python_and_read_from_json(tmp_path):
     q = tq.quantize(tq.load(), path)
     assert q.recipe == r
     assert q.bits_per_weight == pytest.approx(
-        (4 + 3 / 8) * (1 - 4 * 256 * 768 / q_weights(q)) + (8 + 3 / 8) * 4 * 256 * 768 / q_weights(q))
+        (4 + 3 / 8) * (1 - 4 * 256 * 768 / q_weights(q))
+        + (8 + 3 / 8) * 4 * 256 * 768 / q_weights(q)
+    )
 
 
 def q_weights(q):

@@ -10,8 +10,7 @@ from safetensors.numpy import load_file, save_file
 from tinyquant.cli import main
 from tinyquant.llm.data import calibration_samples
 from tinyquant.llm.model import Config, init_params
-from tinyquant.qcheckpoint import load_quantized
-from tinyquant.qmodel import quantize_model
+from tinyquant.qmodel import Model, quantize_model
 
 CFG = Config(d_model=128, n_layers=4, n_heads=2, d_ff=256, context=32)  # g128 divides I
 TOKENS = np.arange(24) * 7 % 256
@@ -33,7 +32,7 @@ def calib():
 def test_a_saved_model_loads_with_identical_logits_on_both_paths(name, params, calib, tmp_path):
     q = quantize_model(params, CFG, name, calib)
     q.save(tmp_path / "q.safetensors")
-    back = load_quantized(tmp_path / "q.safetensors")
+    back = Model.load(tmp_path / "q.safetensors")
     assert back.recipe == q.recipe and back.nbytes == q.nbytes
     assert np.array_equal(back.logits(TOKENS), q.logits(TOKENS))
     assert np.array_equal(back.with_path("int").logits(TOKENS), q.with_path("int").logits(TOKENS))
@@ -87,7 +86,7 @@ def _unchecked(meta, tensors):
 def test_a_broken_file_is_a_one_line_error(edit, message, params, tmp_path):
     path = _broken(params, tmp_path, edit)
     with pytest.raises(ValueError, match=message) as err:
-        load_quantized(path)
+        Model.load(path)
     assert "\n" not in str(err.value)
 
 
@@ -98,7 +97,7 @@ def test_a_truncated_file_is_a_clear_error(params, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
-        load_quantized(path)
+        Model.load(path)
 
 
 def test_saving_into_a_directory_path_is_an_error_and_leaves_no_temporary_file(params, tmp_path):

@@ -22,7 +22,7 @@ from tinyquant.evaluate import EvalResult, EvalSample, Evaluator
 from tinyquant.llm.checkpoint import SHIPPED, load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.presets import get_recipe
-from tinyquant.qcheckpoint import is_quantized, load_quantized
+from tinyquant.qcheckpoint import is_quantized
 from tinyquant.qmodel import Model, quantize_model
 from tinyquant.recipe import Recipe
 
@@ -37,7 +37,7 @@ def load(path: str | Path | None = None) -> Model:
     ('fp32', 4, 32)
     """
     if path is not None and is_quantized(path):
-        return load_quantized(path)
+        return Model.load(path)
     params, cfg, _ = load_checkpoint(path)
     return Model(params, cfg, base_sha256=tensors_sha256(params))
 

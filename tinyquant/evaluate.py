@@ -45,6 +45,7 @@ __all__ = [
     "PairedDifference",
     "Evaluator",
     "paired_difference",
+    "delta_ratio",
     "row_summary",
 ]
 
@@ -144,6 +145,23 @@ def paired_difference(a: EvalResult, b: EvalResult) -> PairedDifference:
         kl_diff=float(dkl.sum() / a.n_w.sum()),
         kl_diff_ci95=ratio_interval(dkl, a.n_w, a.idx),
     )
+
+
+def delta_ratio(a: EvalResult, b: EvalResult, level: float = 0.95) -> tuple[float, tuple]:
+    """Δppl_a / Δppl_b (e.g. GPTQ's Δ over RTN's) with its paired percentile interval.
+
+    Both Δs are recomputed on every shared resample, so the interval carries their correlation.
+    Meaningful when b's own interval excludes 0 (a ratio to a Δ of ~0 is unbounded).
+    """
+    if a.n_windows != b.n_windows or not np.array_equal(a.n_w, b.n_w):
+        raise ValueError("a and b were evaluated on different samples; use one Evaluator")
+    n = a.n_w[a.idx].sum(axis=1)  # (R,)
+    da = np.expm1((a.nll_w - a.ref_nll_w)[a.idx].sum(axis=1) / n)
+    db = np.expm1((b.nll_w - b.ref_nll_w)[b.idx].sum(axis=1) / n)
+    q = 100 * (1 - level) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = np.percentile(da / db, [q, 100 - q])
+    return a.delta_ppl_pct / b.delta_ppl_pct, (float(lo), float(hi))
 
 
 @dataclass(frozen=True)

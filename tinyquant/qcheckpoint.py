@@ -10,7 +10,8 @@
 
 Loading rebuilds each Linear from its own layout (``Linear.from_state``) and checks every array
 against the shape and dtype that layout and the config imply; the loaded model computes the
-in-memory model's logits bit for bit. Never pickle: loading a file cannot run code.
+in-memory model's logits bit for bit. ``Model.save`` and ``tq.load`` (qmodel.py, api.py)
+call these two functions. Never pickle: loading a file cannot run code.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ import numpy as np
 from tinyquant.linears import linear_from_state
 from tinyquant.llm.checkpoint import read_header, tensors_sha256
 from tinyquant.llm.model import Config, param_shapes
-from tinyquant.qmodel import Model
 from tinyquant.recipe import Recipe
 
-__all__ = ["FORMAT", "save_quantized", "load_quantized", "is_quantized"]
+__all__ = ["FORMAT", "write_quantized", "read_quantized", "is_quantized"]
 
 FORMAT = "tinyquant-quantized/1"
 
@@ -48,28 +48,35 @@ def _from_stored(a: np.ndarray, storage: str, name: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def save_quantized(model: Model, path: str | Path) -> Path:
-    """Write ``model`` (a quantized ``Model``) to ``path``; atomic (a temporary file, renamed)."""
+def write_quantized(
+    path: str | Path,
+    params: dict,
+    cfg: Config,
+    recipe: Recipe,
+    storage: dict[str, str],
+    base_sha256: str | None,
+) -> Path:
+    """Write a quantized model's parts to ``path``; atomic (a temporary file, renamed)."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name such as model.safetensors")
     tensors, layout = {}, {}
-    for name, t in model.params.items():
+    for name, t in params.items():
         if isinstance(t, np.ndarray):
-            storage = model.storage.get(name, "fp32")
-            tensors[name] = _to_stored(t, storage)
-            layout[name] = {"type": "array", "storage": storage}
+            kind = storage.get(name, "fp32")
+            tensors[name] = _to_stored(t, kind)
+            layout[name] = {"type": "array", "storage": kind}
         else:
             arrays, layout[name] = t.to_state(name + ".")
             tensors |= {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     meta = {
         "format": FORMAT,
-        "config": json.dumps(model.cfg.to_dict()),
-        "recipe": model.recipe.to_json(),
+        "config": json.dumps(cfg.to_dict()),
+        "recipe": recipe.to_json(),
         "layout": json.dumps(layout),
-        "base_sha256": model.base_sha256 or "",
+        "base_sha256": base_sha256 or "",
         "sha256": tensors_sha256(tensors),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -89,8 +96,9 @@ def is_quantized(path: str | Path) -> bool:
     return read_header(path)["__metadata__"].get("format") == FORMAT
 
 
-def load_quantized(path: str | Path) -> Model:
-    """The ``Model`` saved by ``save_quantized``; any inconsistency is a one-line ValueError."""
+def read_quantized(path: str | Path) -> tuple[dict, Config, Recipe, dict[str, str], str | None]:
+    """(params, cfg, recipe, storage, base_sha256) written by ``write_quantized``; any
+    inconsistency is a one-line ValueError."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -135,4 +143,4 @@ def load_quantized(path: str | Path) -> Model:
                              f"{shapes[name]}")  # fmt: skip
         if isinstance(params[name], np.ndarray) and not np.isfinite(params[name]).all():
             raise ValueError(f"{path}: {name} holds NaN or Inf")
-    return Model(params, cfg, recipe, storage, meta.get("base_sha256") or None)
+    return params, cfg, recipe, storage, meta.get("base_sha256") or None

@@ -32,6 +32,7 @@ from tinyquant.llm.generate import generate
 from tinyquant.llm.model import Config, forward
 from tinyquant.methods import build_linear
 from tinyquant.presets import get_recipe
+from tinyquant.qcheckpoint import read_quantized, write_quantized
 from tinyquant.quant import get_format, round_to_format
 from tinyquant.recipe import AWQ, BLOCK_LINEARS, GPTQ, Recipe, Rule
 
@@ -123,9 +124,12 @@ class Model:
 
     def save(self, path) -> None:
         """Write a quantized checkpoint (``tinyquant.qcheckpoint``)."""
-        from tinyquant.qcheckpoint import save_quantized
+        write_quantized(path, self.params, self.cfg, self.recipe, self.storage, self.base_sha256)
 
-        save_quantized(self, path)
+    @classmethod
+    def load(cls, path) -> Model:
+        """Read a quantized checkpoint written by ``save``."""
+        return cls(*read_quantized(path))
 
 
 def _is_linear(t) -> bool:

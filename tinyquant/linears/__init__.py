@@ -6,9 +6,8 @@
 ``Int8OutlierLinear``  LLM.int8(): int8 with float outlier features
 """
 
-from .protocol import PATHS, QLinear
+from .protocol import LINEAR_TYPES, PATHS, QLinear, linear_from_state
 from .quant_linear import QuantLinear
-from .registry import LINEAR_TYPES, linear_from_state
 from .wrappers import ActQuantLinear, Int8OutlierLinear, RotatedLinear
 
 __all__ = [

@@ -19,7 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["QLinear", "PATHS", "check_path", "check_input"]
+__all__ = ["QLinear", "PATHS", "LINEAR_TYPES", "register", "linear_from_state", "check_path",
+           "check_input"]  # fmt: skip
 
 PATHS = ("fake", "int")
 
@@ -76,3 +77,26 @@ def check_input(x: np.ndarray, in_features: int) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError("x holds NaN or Inf; the layer input must be finite")
     return x
+
+
+LINEAR_TYPES: dict[str, type] = {}  # saved "type" → class, filled by ``register``
+
+
+def register(cls: type) -> type:
+    """Class decorator: make ``cls`` readable back from a saved layout (its ``type`` entry)."""
+    LINEAR_TYPES[cls.__name__] = cls
+    return cls
+
+
+def linear_from_state(arrays: dict[str, np.ndarray], meta: dict, prefix: str = ""):
+    """The Linear that ``to_state(prefix)`` described: its ``type`` names the class, the class
+    reads its own state."""
+    kind = meta.get("type") if isinstance(meta, dict) else None
+    if kind not in LINEAR_TYPES:
+        raise ValueError(f"unknown Linear type {kind!r} at {prefix!r}; known: {list(LINEAR_TYPES)}")
+    try:
+        return LINEAR_TYPES[kind].from_state(arrays, meta, prefix)
+    except KeyError as err:
+        raise ValueError(
+            f"the saved Linear at {prefix!r} lacks {err}; the file is incomplete"
+        ) from err

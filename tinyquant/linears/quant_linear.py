@@ -23,13 +23,14 @@ import numpy as np
 from tinyquant.kernels import pack_w8a8_u8, packed_linear, prepack, w8a8_packed_linear
 from tinyquant.quant import QTensor, quantize_activations, quantize_tensor
 
-from .protocol import check_input, check_path
+from .protocol import check_input, check_path, register
 
 __all__ = ["QuantLinear"]
 
 INT_KERNEL_BITS = (8, 4, 3, 2)  # storage widths the weight-only kernels run
 
 
+@register
 class QuantLinear:
     """A quantized Linear y = x Wᵀ holding a QTensor W (out, in), run fake-quant or integer.
 

@@ -19,11 +19,12 @@ from tinyquant.algos.rotate import RandomHadamard
 from tinyquant.kernels import int8_matmul
 from tinyquant.quant import fake_quantize_activations, quantize_activations
 
-from .protocol import QLinear, check_input, check_path
+from .protocol import QLinear, check_input, check_path, linear_from_state, register
 
 __all__ = ["ActQuantLinear", "RotatedLinear", "Int8OutlierLinear"]
 
 
+@register
 class ActQuantLinear:
     """Int8 activations in front of a weight-quantized Linear (SmoothQuant's O1/O2/O3).
 
@@ -72,12 +73,11 @@ class ActQuantLinear:
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> ActQuantLinear:
-        from .registry import linear_from_state
-
         inner = linear_from_state(arrays, meta["inner"], prefix + "inner.")
         return cls(inner, meta["granularity"], meta["static_amax"])
 
 
+@register
 class RotatedLinear:
     """y = linear(x R, W') with W' the quantized W R: a Linear quantized in rotated space.
 
@@ -129,12 +129,11 @@ class RotatedLinear:
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> RotatedLinear:
-        from .registry import linear_from_state
-
         inner = linear_from_state(arrays, meta["inner"], prefix + "inner.")
         return cls(RandomHadamard(int(meta["n"]), int(meta["seed"])), inner)
 
 
+@register
 class Int8OutlierLinear:
     """A Linear y = x Wᵀ run as LLM.int8(): int8 vector-wise with float outlier columns.
 
