@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["QLinear", "PATHS", "LINEAR_TYPES", "register", "linear_from_state", "check_path",
-           "check_input"]  # fmt: skip
+           "check_input", "exact_int_matmul"]  # fmt: skip
 
 PATHS = ("fake", "int")
 
@@ -100,3 +100,18 @@ def linear_from_state(arrays: dict[str, np.ndarray], meta: dict, prefix: str = "
         raise ValueError(
             f"the saved Linear at {prefix!r} lacks {err}; the file is incomplete"
         ) from err
+
+
+def exact_int_matmul(q_x: np.ndarray, q_w: np.ndarray) -> np.ndarray:
+    """q_x q_wᵀ for int8-valued operands (T, K) and (O, K), exact, as float32 (T, O).
+
+    Every product is at most 127² and every partial sum at most K·127²: below 2²⁴ (K ≤ 1040)
+    float32 represents them all, so BLAS's float32 GEMM is exact in any summation order;
+    beyond, float64 (exact below 2⁵³). This is the fake path's stand-in for the int32 kernel.
+
+    >>> q = np.full((1, 1040), 127, np.int8)
+    >>> int(exact_int_matmul(q, q)[0, 0]) == 1040 * 127 * 127
+    True
+    """
+    dt = np.float32 if q_x.shape[-1] * 127 * 127 < 2**24 else np.float64
+    return (q_x.astype(dt) @ q_w.astype(dt).T).astype(np.float32)

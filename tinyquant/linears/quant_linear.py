@@ -1,7 +1,7 @@
 """``QuantLinear``: one quantized weight (a QTensor), two execution paths.
 
     fake path:  y = x Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32)              (weight-only)
-                y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum in float64        (W8A8, exact)
+                y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum exactly in floats   (W8A8)
     int path:   the Numba kernels on the packed codes (``tinyquant.kernels``):
                 weight-only  y = Σ_g s·(Σ q·x − z·Σx)        (prepacked rows-in-lanes layout)
                 W8A8         y = s_x · s_w · (q_x q_wᵀ)       (exact int32 accumulation)
@@ -23,7 +23,7 @@ import numpy as np
 from tinyquant.kernels import pack_w8a8_u8, packed_linear, prepack, w8a8_packed_linear
 from tinyquant.quant import QTensor, quantize_activations, quantize_tensor
 
-from .protocol import check_input, check_path, register
+from .protocol import check_input, check_path, exact_int_matmul, register
 
 __all__ = ["QuantLinear"]
 
@@ -146,12 +146,12 @@ class QuantLinear:
     def _forward_fake(self, x: np.ndarray) -> np.ndarray:
         if self.act_bits == 8:
             # x̂ Ŵᵀ = s_x s_wᵀ ⊙ (q_x q_wᵀ): the scales factor out of the sum (they sit on t and
-            # o); the integer-valued sum is exact in float64, so this float reference and the
-            # integer kernel agree to the bit
+            # o); the integer-valued sum is exact (exact_int_matmul), so this float reference
+            # and the integer kernel agree to the bit
             if self._w_fake is None:
-                self._w_fake = self.qtensor.unpacked_codes().astype(np.float64)  # q_w (O, I)
+                self._w_fake = self.qtensor.unpacked_codes()  # q_w (O, I) int8
             q, s = quantize_activations(x, "per_token")  # (T, I) int8, (T,)
-            acc = (q.astype(np.float64) @ self._w_fake.T).astype(np.float32)  # (T, O) exact
+            acc = exact_int_matmul(q, self._w_fake)  # (T, O) exact
             return acc * s[:, None] * self.qtensor.scale_values()[None, :, 0]
         if self._w_fake is None:
             self._w_fake = self.qtensor.dequantize().astype(np.float32)  # Ŵ (O, I)

@@ -19,7 +19,14 @@ from tinyquant.algos.rotate import RandomHadamard
 from tinyquant.kernels import int8_matmul
 from tinyquant.quant import fake_quantize_activations, quantize_activations
 
-from .protocol import QLinear, check_input, check_path, linear_from_state, register
+from .protocol import (
+    QLinear,
+    check_input,
+    check_path,
+    exact_int_matmul,
+    linear_from_state,
+    register,
+)
 
 __all__ = ["ActQuantLinear", "RotatedLinear", "Int8OutlierLinear"]
 
@@ -139,7 +146,7 @@ class Int8OutlierLinear:
 
     O = { j : max_t |X_tj| ≥ threshold } is found per call; only those columns' activations stay
     float (against the int8 weight dequantized); the rest run the int8 matmul (int32 sums,
-    exact — so the fake path's float64 sum and the int path's kernel agree to the bit).
+    exact — so the fake path's float sum and the int path's kernel agree to the bit).
 
     >>> rng = np.random.default_rng(0)
     >>> W = rng.normal(size=(8, 16)).astype(np.float32)
@@ -204,8 +211,8 @@ class Int8OutlierLinear:
             qw = np.ascontiguousarray(self.codes[:, keep])  # (O, I − K)
             if self.path == "int":
                 acc = int8_matmul(qx, qw, self.kernels).astype(np.float32)  # (T, O) exact
-            else:  # the integer-valued sum, exact in float64
-                acc = (qx.astype(np.float64) @ qw.astype(np.float64).T).astype(np.float32)
+            else:  # the integer-valued sum, exact in floats
+                acc = exact_int_matmul(qx, qw)
             y += acc * sx[:, None] * self.scale[None, :]
         if is_out.any():  # X_O (T, K) @ Ŵ_Oᵀ (K, O) in float
             W_out = self.codes[:, is_out].astype(np.float32) * self.scale[:, None]  # (O, K)
