@@ -189,7 +189,10 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
         ax.axhline(0.0, color="k", lw=0.8)
         if title == "every recipe":
             ax.set_xscale("log", base=2)
-            ax.set_yscale("symlog", linthresh=0.5)
+            ax.set_yscale("symlog", linthresh=0.5)  # linear within ±0.5%, logarithmic beyond
+            ticks = [-1, -0.5, 0, 0.5, 1, 2, 5, 10, 20, 50, 100]
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xticks([2, 3, 4, 6, 8, 16, 32], ["2", "3", "4", "6", "8", "16", "32"])
         ax.set_xlabel("bits per weight of the quantized Linears (codes + scales + zeros)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
