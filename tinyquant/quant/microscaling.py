@@ -11,7 +11,8 @@ E8M0 (OCP §5.4) is a bare biased exponent: byte e ↦ 2^(e − 127), e = 0xFF i
 exponent ⌊log2 amax⌋ − emax_elem is clamped to [−127, 127] (an all-zero block gets 2^−127).
 After scaling, |x/X| < 2^(emax_elem + 1): the top of the range (E2M1: 6…8) saturates to ±max.
 NVFP4 (NVIDIA Blackwell) stores a positive E4M3 scale per 16 and one FP32 tensor scale t, the
-recipe of NVIDIA's Transformer Engine / ModelOpt: the block scale maps amax_b to 6.
+recipe of NVIDIA's Transformer Engine / ModelOpt: the block scale maps amax_b to 6. Its range is
+E4M3's: a block with amax_b ≤ 6·t·2^−10 gets scale 0 and decodes to zeros.
 
 Element rounding is floats.py's ``encode`` (the one FP4/FP8 rounder). ``rounding="gguf"``
 reproduces llama.cpp's MXFP4 quantizer (ggml-quants.c ``quantize_row_mxfp4_ref``, gguf-py
@@ -121,7 +122,8 @@ def e8m0_to_float(e: np.ndarray) -> np.ndarray:
     [1.0, 5.877471754111438e-39, 1.7014118346046923e+38, nan]
     """
     e = np.asarray(e).astype(np.int64)
-    v = np.ldexp(np.float32(1.0), (e - E8M0_BIAS).astype(np.int32)).astype(np.float32)
+    with np.errstate(over="ignore"):  # e = 255 would be 2^128: it is NaN below
+        v = np.ldexp(np.float32(1.0), (e - E8M0_BIAS).astype(np.int32)).astype(np.float32)
     return np.where(e == E8M0_NAN, np.float32(np.nan), v).astype(np.float32)
 
 
