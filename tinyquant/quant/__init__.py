@@ -21,8 +21,8 @@ from .codebook import encode_codebook, from_bnb_bytes, quantize_codebook, to_bnb
 from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
 from .gguf_blocks import GGUF_BLOCK_BYTES, dequantize_gguf, quantize_gguf
-from .microscaling import MX_FORMATS, MXTensor, from_gguf_bytes, quantize_mx, to_gguf_bytes
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
+from .microscaling import MX_FORMATS, MXTensor, from_gguf_bytes, quantize_mx, to_gguf_bytes
 from .observers import (
     OBSERVERS,
     KLObserver,
