@@ -78,9 +78,10 @@ def codec_nbytes(codec: str, O: int, I: int) -> int:
         return O * I * get_format(codec).storage_bits // 8
     if codec in AFFINE:
         return O * _affine_row_bytes(codec, I)
-    if codec == "nf4-dq":  # QLoRA: 4-bit codes, 8-bit absmax per 64, fp32 per 256 absmax, mean
-        nb = math.ceil(O * I / 64)
-        return nb * 32 + nb + 4 * math.ceil(nb / 256) + 4
+    if codec == "nf4-dq":  # QLoRA: 4-bit codes; absmax per 64 as 8-bit codes (padded to a
+        nb = math.ceil(O * I / 64)  # multiple of 256, as QTensor stores them), fp32 per 256, mean
+        nb_pad = math.ceil(nb / 256) * 256
+        return nb * 32 + nb_pad + 4 * (nb_pad // 256) + 4
     if codec in GGUF_K_BLOCKS:
         k, nbytes = GGUF_K_BLOCKS[codec]
         return O * math.ceil(I / k) * nbytes

@@ -141,7 +141,7 @@ MODELS: dict[str, ModelConfig] = {
                     "active (Jiang et al. 2024)"),
         # q/k/v biases; tie_word_embeddings false for the 7B
         ModelConfig("qwen2.5-7b", 3584, 28, 28, 4, 128, 18944, 152064, qkv_bias=True,
-                    published="7.61",
+                    published="7.61",  # the card truncates 7.6156
                     source="Qwen/Qwen2.5-7B config.json; model card: 7.61 B (6.53 B "
                     "non-embedding)"),
         # head_dim 64 (not 2880/64); layers alternate a 128-token window and full attention
