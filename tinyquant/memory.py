@@ -301,10 +301,13 @@ def plot_memory(model: str, path: str, batch: int = 1, device: str | None = None
     m = get_model(model)
     ctx = np.unique(np.geomspace(256, 131072, 40).astype(int))
     fig, ax = plt.subplots(figsize=(8, 5))
-    for s in SCHEMES:
-        ax.axhline(weight_bytes(m, s)["total"] / 1e9, ls="--", lw=1, label=f"weights {s}",
-                   color=plt.cm.tab10(list(SCHEMES).index(s) % 10))  # fmt: skip
-    for f in KV_FORMATS:
+    schemes = [s for s in SCHEMES if m.is_moe or not SCHEMES[s].experts_only]
+    for i, s in enumerate(schemes):  # weights: flat dashed lines in greys/browns, named
+        gb = weight_bytes(m, s)["total"] / 1e9
+        ax.axhline(gb, ls="--", lw=1, color=plt.cm.copper(i / len(schemes)))
+        x = ctx[i * (len(ctx) - 8) // len(schemes)]  # staggered: 4-bit schemes nearly coincide
+        ax.annotate(f"{s} {gb:.1f}", (x, gb), fontsize=7, va="bottom" if i % 2 else "top")
+    for f in KV_FORMATS:  # KV: grows linearly with context (capped by sliding windows)
         ax.plot(ctx, [kv_bytes(m, int(t), batch, f) / 1e9 for t in ctx], lw=2, label=f"KV {f}")
     if device:
         ax.axhline(get_device(device).memory / 1e9, color="k", lw=2, label=f"{device} memory")
@@ -313,9 +316,9 @@ def plot_memory(model: str, path: str, batch: int = 1, device: str | None = None
         yscale="log",
         xlabel="context length (tokens)",
         ylabel="bytes (GB = 1e9)",
-        title=f"{m.name}: weights vs KV cache (batch {batch})",
+        title=f"{m.name}: weights per scheme (dashed) vs KV cache (batch {batch})",
     )
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
