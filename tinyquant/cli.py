@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     p.set_defaults(func=_cmd_bench)
     _add_llm_commands(sub)
+    from tinyquant.memory import add_memory_command  # light: numpy and the format table
+
+    add_memory_command(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
 from .gguf_blocks import GGUF_BLOCK_BYTES, dequantize_gguf, quantize_gguf
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
+from .microscaling import MX_FORMATS, MXTensor, from_gguf_bytes, quantize_mx, to_gguf_bytes
 from .observers import (
     OBSERVERS,
     KLObserver,
@@ -43,6 +44,8 @@ __all__ = [
     "GGUF_BLOCK_BYTES",
     "KLObserver",
     "MSEObserver",
+    "MXTensor",
+    "MX_FORMATS",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "OBSERVERS",
@@ -65,6 +68,7 @@ __all__ = [
     "expand",
     "fake_quantize",
     "from_bnb_bytes",
+    "from_gguf_bytes",
     "get_format",
     "num_blocks",
     "pack",
@@ -77,10 +81,12 @@ __all__ = [
     "quantize",
     "quantize_codebook",
     "quantize_gguf",
+    "quantize_mx",
     "quantize_tensor",
     "round_to_format",
     "split_fields",
     "to_bnb_bytes",
+    "to_gguf_bytes",
     "to_signed",
     "to_unsigned",
     "unpack",
