@@ -15,7 +15,8 @@ from tinyquant.qmodel import Model, quantize_model
 CFG = Config(d_model=128, n_layers=4, n_heads=2, d_ff=256, context=32)  # g128 divides I
 TOKENS = np.arange(24) * 7 % 256
 RECIPES = ["fp16", "bf16", "fp8-e4m3", "w8a8", "w8a8-o3", "w8a8-smoothquant", "llm.int8", "nf4",
-           "w4-rtn-g128", "w4-gptq-actorder", "w4-awq", "w2-gptq-hadamard", "q4_k_m-like"]  # fmt: skip
+           "w4-rtn-g128", "w4-gptq-actorder", "w4-awq", "w2-gptq-hadamard", "q4_k_m-like", "mxfp4",
+           "mxfp4-hadamard", "nvfp4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,19 @@ from tinyquant.algos.rtn import rtn_quantize
 from tinyquant.linears import (
     ActQuantLinear,
     Int8OutlierLinear,
+    MXLinear,
     QLinear,
     QuantLinear,
     RotatedLinear,
 )
-from tinyquant.quant import QTensor, get_format, quantize_codebook, quantize_tensor
+from tinyquant.quant import (
+    MXTensor,
+    QTensor,
+    get_format,
+    quantize_codebook,
+    quantize_mx,
+    quantize_tensor,
+)
 from tinyquant.recipe import Rule
 
 __all__ = ["METHODS", "build_linear"]
@@ -44,7 +52,7 @@ __all__ = ["METHODS", "build_linear"]
 Method = Callable[[np.ndarray, Rule, "LinearStats | None"], QTensor]
 
 
-def quantize_rtn(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) -> QTensor:
+def quantize_rtn(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) -> QTensor | MXTensor:
     """Round to nearest on the rule's format and granularity (no calibration).
 
     >>> from tinyquant.recipe import Weights
@@ -53,6 +61,8 @@ def quantize_rtn(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) ->
     4.75
     """
     w = rule.weights
+    if w.is_mx:
+        return quantize_mx(W, w.fmt)
     f = get_format(w.fmt)
     block = W.shape if w.per_tensor else (1, w.group_size or W.shape[1])
     if f.kind == "codebook":
@@ -101,6 +111,8 @@ def build_linear(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) ->
             stats = LinearStats(stats.in_features, True, n=stats.n, H=rotate_hessian(stats.H, rot),
                                 mean_abs=stats.mean_abs, max_abs=stats.max_abs)  # fmt: skip
     qt = METHODS[rule.method.name](W, rule, stats)
+    if isinstance(qt, MXTensor):
+        return RotatedLinear(rot, MXLinear(qt)) if rot is not None else MXLinear(qt)
     act = rule.activations
     if act is not None and act.granularity == "per_token" and not rule.weights.per_tensor:
         return QuantLinear(qt, act_bits=8)  # the W8A8 kernel's case: x quantized per token

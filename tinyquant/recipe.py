@@ -27,7 +27,7 @@ import fnmatch
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from tinyquant.quant import get_format
+from tinyquant.quant import MX_FORMATS, get_format
 
 __all__ = [
     "AWQ",
@@ -63,6 +63,10 @@ class Weights:
     double_quant: bool = False  # codebook formats: 8-bit absmax of the absmax (QLoRA)
 
     def __post_init__(self) -> None:
+        if self.is_mx:  # microscaling: the format fixes the block (32, NVFP4 16) and its scale
+            if self.group_size or self.per_tensor or self.symmetric or self.double_quant:
+                raise ValueError(f"{self.fmt} fixes its own blocks and scales; give no options")
+            return
         f = get_format(self.fmt)  # raises for an unknown format
         if self.group_size is not None and (
             isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
@@ -86,6 +90,10 @@ class Weights:
     @property
     def is_cast(self) -> bool:
         return self.fmt in CAST_FORMATS
+
+    @property
+    def is_mx(self) -> bool:
+        return self.fmt in MX_FORMATS
 
     @property
     def granularity(self) -> str:
@@ -198,6 +206,10 @@ class Rule:
             raise ValueError(f"targets must be a non-empty list of patterns, got {self.targets!r}")
         object.__setattr__(self, "targets", tuple(self.targets))
         w, m = self.weights, self.method
+        if w.is_mx:
+            if not isinstance(m, RTN) or self.activations or self.smooth:
+                raise ValueError(f"{w.fmt} is round-to-nearest weight-only (rotation allowed)")
+            return
         f = get_format(w.fmt)
         if w.is_cast and (not isinstance(m, RTN) or self.activations or self.rotation
                           or self.smooth):  # fmt: skip

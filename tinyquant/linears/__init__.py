@@ -4,11 +4,12 @@
 ``ActQuantLinear``     int8 activations (per token / per tensor, dynamic / static) in front
 ``RotatedLinear``      a weight quantized in Hadamard-rotated space
 ``Int8OutlierLinear``  LLM.int8(): int8 with float outlier features
+``MXLinear``           a microscaling weight (MXFP4, MXFP8, NVFP4)
 """
 
 from .protocol import LINEAR_TYPES, PATHS, QLinear, linear_from_state
 from .quant_linear import QuantLinear
-from .wrappers import ActQuantLinear, Int8OutlierLinear, RotatedLinear
+from .wrappers import ActQuantLinear, Int8OutlierLinear, MXLinear, RotatedLinear
 
 __all__ = [
     "PATHS",
@@ -17,6 +18,7 @@ __all__ = [
     "ActQuantLinear",
     "RotatedLinear",
     "Int8OutlierLinear",
+    "MXLinear",
     "LINEAR_TYPES",
     "linear_from_state",
 ]

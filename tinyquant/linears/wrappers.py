@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyquant.algos.rotate import RandomHadamard
 from tinyquant.kernels import int8_matmul
-from tinyquant.quant import fake_quantize_activations, quantize_activations
+from tinyquant.quant import MXTensor, fake_quantize_activations, quantize_activations
 
 from .protocol import (
     QLinear,
@@ -28,7 +28,7 @@ from .protocol import (
     register,
 )
 
-__all__ = ["ActQuantLinear", "RotatedLinear", "Int8OutlierLinear"]
+__all__ = ["ActQuantLinear", "RotatedLinear", "Int8OutlierLinear", "MXLinear"]
 
 
 @register
@@ -226,3 +226,46 @@ class Int8OutlierLinear:
     @classmethod
     def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> Int8OutlierLinear:
         return cls(arrays[prefix + "codes"], arrays[prefix + "scale"], meta["threshold"])
+
+
+@register
+class MXLinear:
+    """A Linear whose weight is a microscaling tensor (MXFP4, MXFP8, NVFP4): y = x Ŵᵀ, Ŵ decoded
+    once (fake path only — this CPU has no FP4 arithmetic).
+
+    >>> from tinyquant.quant import quantize_mx
+    >>> W = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    >>> lin = MXLinear(quantize_mx(W, "mxfp4"))
+    >>> lin.nbytes, lin.forward(np.ones((1, 64), np.float32)).shape   # 8·64/2 + 8·2 scales
+    (272, (1, 8))
+    """
+
+    def __init__(self, mx: MXTensor) -> None:
+        if len(mx.shape) != 2:
+            raise ValueError(f"a Linear weight is 2-D (out, in), got shape {mx.shape}")
+        self.mx = mx
+        self.out_features, self.in_features = mx.shape
+        self._w = mx.dequantize()  # (O, I) float32
+
+    nbytes = property(lambda self: int(self.mx.nbytes))
+    path = property(lambda self: "fake")
+    has_int_kernel = property(lambda self: False)
+
+    def with_path(self, path: str) -> MXLinear:
+        check_path(path, False, f"{self.mx.fmt} weights")
+        return self
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(x, self.in_features)
+        return (x @ self._w.T).astype(np.float32)
+
+    def to_state(self, prefix: str = "") -> tuple[dict, dict]:
+        meta = {"type": "MXLinear", "fmt": self.mx.fmt, "shape": list(self.mx.shape),
+                "tensor_scale": self.mx.tensor_scale}  # fmt: skip
+        return {prefix + "codes": self.mx.codes, prefix + "scale": self.mx.scale}, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict, prefix: str = "") -> MXLinear:
+        mx = MXTensor(np.asarray(arrays[prefix + "codes"]), np.asarray(arrays[prefix + "scale"]),
+                      meta["fmt"], tuple(meta["shape"]), meta["tensor_scale"])  # fmt: skip
+        return cls(mx)
