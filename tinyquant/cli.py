@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", action="append", help="a recipe JSON file (repeatable)")
     p.add_argument("--quick", action="store_true", help="few windows and calibration windows")
     p.add_argument("--full", action="store_true", help="score every validation window")
-    p.add_argument("--windows", type=_positive(), help="evaluation windows (default 512)")
+    p.add_argument("--windows", type=_positive(), help="evaluation windows (default 256)")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")
     p.add_argument("--plot", default="compare.png", help="PNG path ('' for none)")
     p.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped one)")

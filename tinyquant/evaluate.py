@@ -54,7 +54,7 @@ __all__ = [
 class EvalSample:
     """Which windows are scored and how intervals are drawn (the defaults: README and compare)."""
 
-    n_windows: int | None = 512  # windows of 256 predicted bytes; None: all 1878 (--full)
+    n_windows: int | None = 256  # windows of 256 predicted bytes; None: all 1878 (--full)
     length: int = 256  # bytes predicted per window (the model's context)
     n_boot: int = 2000  # bootstrap resamples per interval
     seed: int = 0  # seeds the resample matrix
