@@ -115,12 +115,12 @@ def search_clip(
     x: np.ndarray,
     bits: int = 4,
     group_size: int | None = 128,
-    n_grid: int = 20,
+    n_candidates: int = 20,
     max_shrink: float = 0.5,
     n_tokens: int = 512,
 ) -> np.ndarray:
-    """Per (row, group) clip value max|w| · (1 − i/n_grid), i < max_shrink·n_grid, minimising
-    the MSE of the group's partial dot products with the inputs x (N, I). Returns (O, G).
+    """Per (row, group) clip value max|w| · (1 − i/n), i < max_shrink·n (n = n_candidates),
+    minimising the MSE of the group's partial dot products with the inputs x (N, I). Returns (O, G).
 
     >>> rng = np.random.default_rng(0)
     >>> W, x = rng.standard_t(2, size=(8, 64)), rng.normal(size=(100, 64))
@@ -141,8 +141,8 @@ def search_clip(
     best = amax.copy()
     for k in range(G):
         ref = xg[:, k] @ Wg[:, k].T  # (n, O) partial dot products of group k
-        for i in range(int(max_shrink * n_grid)):
-            m = amax[:, k] * (1 - i / n_grid)  # (O,)
+        for i in range(int(max_shrink * n_candidates)):
+            m = amax[:, k] * (1 - i / n_candidates)  # (O,)
             wc = np.clip(Wg[:, k], -m[:, None], m[:, None])  # (O, g)
             q = awq_fake_quantize(wc, bits, None)
             err = np.mean((xg[:, k] @ q.T - ref) ** 2, axis=0)  # (O,)
