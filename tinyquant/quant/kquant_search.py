@@ -146,24 +146,24 @@ def make_qkx_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use
     mx = x.max(axis=-1)
     flat = mx == mn
     sum_w, sum_x = _sum(w), _sum(w * x)
-    rng = mx - mn
 
     def err(scale, minv, L):
         diff = scale[:, None] * L.astype(F) + minv[:, None] - x
         return _sum(w * (np.abs(diff) if use_mad else diff * diff))
 
-    def codes(iscale):
-        return np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)
+    def codes(iscale, minv):
+        return np.clip(nearest_int(iscale[:, None] * (x - minv[:, None])), 0, nmax)
 
     # 1) the min–max scale
-    iscale = _div(F(nmax), rng)
+    iscale = _div(F(nmax), mx - mn)
     scale = _div(F(1), iscale)
-    L = codes(iscale)
+    L = codes(iscale, mn)
     best = err(scale, mn, L)
     minv = mn
-    # 2) nstep + 1 trial scales, each refit: [d, m] = argmin Σ w (d·l + m − x)²
+    # 2) nstep + 1 trial scales, each refit: [d, m] = argmin Σ w (d·l + m − x)². As in C, a
+    #    trial's range and codes use the min of the best fit so far, not the block's min.
     for k in range(nstep + 1):
-        La = codes(_div(F(rmin) + F(rdelta) * F(k) + F(nmax), rng))
+        La = codes(_div(F(rmin) + F(rdelta) * F(k) + F(nmax), mx - minv), minv)
         lf = La.astype(F)
         sum_l, sum_l2, sum_xl = _sum(w * lf), _sum(w * lf * lf), _sum(w * lf * x)
         D = sum_w * sum_l2 - sum_l * sum_l
