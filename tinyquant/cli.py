@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from tinyquant.export.cli import add_export_commands
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tinyquant.bench import run_suites
@@ -237,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     p.set_defaults(func=_cmd_bench)
     _add_llm_commands(sub)
+    add_export_commands(sub)
     return parser
 
 

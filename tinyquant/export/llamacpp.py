@@ -52,15 +52,17 @@ def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None) -> Pat
     return Path(dst)
 
 
-def llama_cpp_logits(path, tokens: np.ndarray, f32_cache: bool = True) -> np.ndarray:
+def llama_cpp_logits(path, tokens: np.ndarray, f32_cache: bool = True, n_batch: int = 512):
     """llama.cpp's logits (T, V) for every position of ``tokens`` (T,), one sequence from 0.
 
-    ``f32_cache`` keeps the KV cache in float32 (llama.cpp's default is F16).
+    ``f32_cache`` keeps the KV cache in float32 (llama.cpp's default is F16). ``n_batch`` 1
+    decodes token by token: the llama-cpp-python 0.3.36 build here segfaults in batched decode
+    of quantized weights (its own Q8_0 files too), never token by token.
     """
     lc = _llama_cpp()
     kw = {"type_k": lc.GGML_TYPE_F32, "type_v": lc.GGML_TYPE_F32} if f32_cache else {}
     llm = lc.Llama(model_path=str(path), logits_all=True, n_ctx=max(256, len(tokens)),
-                   n_threads=1, verbose=False, **kw)  # fmt: skip
+                   n_threads=1, n_batch=n_batch, n_ubatch=n_batch, verbose=False, **kw)  # fmt: skip
     try:
         llm.eval([int(t) for t in tokens])
         return np.array(llm.scores[: len(tokens)], np.float32)
