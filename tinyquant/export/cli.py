@@ -60,8 +60,11 @@ def add_export_commands(sub) -> None:
     """Add ``export gguf`` and ``import gguf`` to an argparse subparsers object."""
     from tinyquant.export.mix import FILE_TYPES
 
-    p = sub.add_parser("export", help="write the model for another runtime (GGUF for llama.cpp)",
-                       description="Export a checkpoint to a GGUF v3 file that llama.cpp runs.")
+    p = sub.add_parser(
+        "export",
+        help="write the model for another runtime (GGUF for llama.cpp)",
+        description="Export a checkpoint to a GGUF v3 file that llama.cpp runs.",
+    )
     fmt = p.add_subparsers(dest="format", required=True, parser_class=type(p))
     g = fmt.add_parser("gguf", help="GGUF v3, llama architecture, llama-quantize's type mixes")
     g.add_argument("--type", default="Q4_K_M", choices=list(FILE_TYPES), help="file type")
@@ -74,8 +77,11 @@ def add_export_commands(sub) -> None:
     g.add_argument("--checkpoint", default=None, help="the FP32 checkpoint (default: shipped)")
     g.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("import", help="read a GGUF file back into tinyquant",
-                       description="Read a llama-architecture GGUF file (dequantizing it).")
+    p = sub.add_parser(
+        "import",
+        help="read a GGUF file back into tinyquant",
+        description="Read a llama-architecture GGUF file (dequantizing it).",
+    )
     fmt = p.add_subparsers(dest="format", required=True, parser_class=type(p))
     g = fmt.add_parser("gguf", help="a GGUF v3 file of architecture llama")
     g.add_argument("file", help="the .gguf file")

@@ -49,8 +49,10 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     >>> permute_qk(np.arange(4.0)[:, None], 1)[:, 0].tolist()     # hd 4: rows 0, 2, 1, 3
     [0.0, 2.0, 1.0, 3.0]
     """
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-        w.shape
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
     )
 
 
@@ -61,8 +63,10 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     >>> bool((unpermute_qk(permute_qk(w, 2), 2) == w).all())
     True
     """
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-        w.shape
+    return (
+        w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
     )
 
 

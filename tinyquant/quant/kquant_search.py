@@ -68,8 +68,8 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None = None):
     Weights are ``qw`` if given, else x². Returns (d (B,), L (B, n)).
 
     >>> d, L = make_qx_quants(np.array([[1.0, -0.5, 0.25, 0.0]], np.float32), 4)
-    >>> L.tolist(), round(float(d), 4)
-    [[8, 2, 5, 4]], 0.2495
+    >>> L.tolist(), float(d[0]), (d[0] * (L - 4) + 0).tolist()     # the grid is exact here
+    ([[0, 6, 3, 4]], -0.25, [[1.0, -0.5, 0.25, 0.0]])
     """
     x = x.astype(F)
     w = x * x if qw is None else qw.astype(F)
@@ -104,8 +104,8 @@ def make_q3_quants(x: np.ndarray, nmax: int):
     Returns (d (B,), L (B, n)) with x ≈ d·(L − nmax), L ∈ [0, 2·nmax).
 
     >>> d, L = make_q3_quants(np.array([[1.0, -0.5, 0.25, 0.0]], np.float32), 4)
-    >>> L.tolist(), round(float(d), 4)
-    [[0, 6, 3, 4]], -0.2431
+    >>> L.tolist(), float(d[0])
+    ([[0, 6, 3, 4]], -0.25)
     """
     x = x.astype(F)
     w = x * x
@@ -138,8 +138,8 @@ def make_qkx_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use
 
     >>> x = np.array([[0.0, 0.1, 0.2, 0.3]], np.float32)
     >>> d, m, L = make_qkx_quants(x, np.ones_like(x), 3, -0.5, 0.1, 15)
-    >>> L.tolist(), round(float(d), 4), float(m)
-    ([[0, 1, 2, 3]], 0.1, 0.0)
+    >>> L.tolist(), round(float(d[0]), 4), float(m[0]) == 0
+    ([[0, 1, 2, 3]], 0.1, True)
     """
     x, w = x.astype(F), w.astype(F)
     mn = np.minimum(x.min(axis=-1), F(0))  # (B,) the min is never above 0
@@ -187,8 +187,8 @@ def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray):
     """Codes L ∈ [0, nmax] and scale d with x ≈ d·L for non-negative x (super-block scales).
 
     >>> d, L = make_qp_quants(np.array([[0.5, 1.0, 0.25]], np.float32), 63, np.ones((1, 3)))
-    >>> L.tolist(), round(float(d) * 63, 4)
-    [[32, 63, 16]], 1.0
+    >>> L.tolist(), round(float(d[0]) * 63, 4)
+    ([[32, 63, 16]], 0.9962)
     """
     x, w = x.astype(F), qw.astype(F)
     mx = np.maximum(x.max(axis=-1), F(0))

@@ -127,7 +127,7 @@ def _q2_k(x, w):
         sw = _sum(wt)  # (B, 16)
         d, ls = make_qp_quants(sc.reshape(B, 16), 15, sw)
         dmin, lm = make_qp_quants(mn.reshape(B, 16), 15, sw)
-    scales = (ls.astype(np.uint8) | (lm.astype(np.uint8) << 4))  # (B, 16)
+    scales = ls.astype(np.uint8) | (lm.astype(np.uint8) << 4)  # (B, 16)
     db, dv = _h(d)
     mb, mv = _h(dmin)
     dsub = dv[:, None] * (scales & 0xF).astype(F)
@@ -161,7 +161,7 @@ def _q3_k(x, w):
     L = _requant(xs, L.reshape(B, 16, 16), dsub, -4, 3).reshape(B, 256)  # codes q + 4
     hmask = np.zeros((B, 32), np.uint8)
     for b in range(8):  # bit b of hmask byte m ↔ code 32·b + m
-        hmask |= ((L[:, 32 * b : 32 * b + 32] > 3).astype(np.uint8) << b)
+        hmask |= (L[:, 32 * b : 32 * b + 32] > 3).astype(np.uint8) << b
     return np.concatenate([hmask, _pack2(L & 3), scales, db], axis=1)
 
 
