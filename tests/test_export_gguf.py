@@ -266,3 +266,14 @@ def test_a_failed_write_leaves_no_partial_file(model, tmp_path, monkeypatch):
 
 def test_every_file_type_names_a_default_we_write():
     assert set(TYPES) | {"F32", "F16"} == set(FILE_TYPES)
+
+
+def test_cli_exports_a_file_that_imports_back(tmp_path, capsys):
+    from tinyquant.cli import main
+
+    out = tmp_path / "m.gguf"
+    assert main(["export", "gguf", "--type", "Q8_0", "--out", str(out)]) == 0
+    assert "Q8_0" in capsys.readouterr().out and out.exists()
+    assert main(["import", "gguf", str(out)]) == 0
+    assert "blk.3.ffn_down.weight        Q8_0" in capsys.readouterr().out
+    assert main(["import", "gguf", str(tmp_path / "absent.gguf")]) == 2

@@ -131,7 +131,8 @@ def quantize_gguf(x: np.ndarray, kind: str = "q8_0", imatrix: np.ndarray | None 
         if np.shape(imatrix) != (x.shape[-1],):
             raise ValueError(f"imatrix has shape {np.shape(imatrix)}; this tensor needs "
                              f"({x.shape[-1]},)")  # fmt: skip
-        *head, q = _weighted(xb, kind, imatrix)
+        with np.errstate(invalid="ignore", divide="ignore"):  # all-zero blocks, masked out
+            *head, q = _weighted(xb, kind, imatrix)
         nib = _nibbles(q & 0xF)
         out = np.concatenate([*head, _qh(q), nib] if kind in ("q5_0", "q5_1") else
                              [*head, nib], axis=-1)  # fmt: skip

@@ -249,7 +249,8 @@ def quantize_kquant(x: np.ndarray, kind: str, imatrix: np.ndarray | None = None)
         w = np.broadcast_to(w, x.shape).reshape(-1, QK_K)
     xb = x.reshape(-1, QK_K)  # (B, 256)
     fn = {"q2_k": _q2_k, "q3_k": _q3_k, "q6_k": _q6_k}.get(kind)
-    out = fn(xb, w) if fn else _q45_k(xb, w, 15 if kind == "q4_k" else 31)
+    with np.errstate(invalid="ignore", divide="ignore"):  # all-zero blocks: inf·0, masked out
+        out = fn(xb, w) if fn else _q45_k(xb, w, 15 if kind == "q4_k" else 31)
     return out.reshape(*x.shape[:-1], -1)
 
 
