@@ -10,7 +10,13 @@ import os
 import numpy as np
 import pytest
 
-from tinyquant.export.gguf import export_gguf, import_gguf, permute_qk, unpermute_qk
+from tinyquant.export.gguf import (
+    decode_tensor,
+    export_gguf,
+    import_gguf,
+    permute_qk,
+    unpermute_qk,
+)
 from tinyquant.export.imatrix import compute_imatrix, read_imatrix, write_imatrix
 from tinyquant.export.mix import FILE_TYPES
 from tinyquant.llm.checkpoint import load_checkpoint
@@ -131,12 +137,10 @@ def test_llama_cpp_greedy_continuation_equals_ours(model, f32_file):
     pytest.importorskip("llama_cpp")
     params, cfg = model
     toks = list(encode("JULIET:\n"))
-    ours, theirs = list(toks), list(toks)
-    for _ in range(40):
+    ours = list(toks)
+    for _ in range(60):
         ours.append(int(forward(params, np.array(ours)[None], cfg)[0, -1].argmax()))
-    for _ in range(40):
-        theirs.append(int(lcp.llama_cpp_logits(f32_file, np.array(theirs))[-1].argmax()))
-    assert ours == theirs
+    assert lcp.llama_cpp_greedy(f32_file, toks, 60) == ours
 
 
 @pytest.mark.slow
@@ -250,6 +254,12 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_file(model, f32_file, tmp_p
         import_gguf(junk)
     with pytest.raises(ValueError, match="not an imatrix"):
         read_imatrix(f32_file)
+    im = tmp_path / "im.gguf"  # a GGUF file that is not a model (no architecture)
+    write_imatrix(im, {"blk.0.attn_q.weight": np.ones(256, np.float32)}, 10, 10)
+    with pytest.raises(ValueError, match="general.architecture"):
+        import_gguf(im)
+    with pytest.raises(ValueError, match="BF16 is not one tinyquant reads"):
+        decode_tensor(np.zeros(4, np.uint8), "BF16", (2,))
 
 
 def test_a_failed_write_leaves_no_partial_file(model, tmp_path, monkeypatch):

@@ -43,6 +43,15 @@ BLOCK_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 K_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 
+def gguf_py():
+    """The ``gguf`` package (llama.cpp's gguf-py), an optional dependency (dev extras)."""
+    try:
+        import gguf
+    except ImportError as err:
+        raise ValueError("GGUF files need the gguf package: pip install gguf") from err
+    return gguf
+
+
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """Rotate-half rows → llama.cpp's adjacent-pair rows, per head (convert_hf_to_gguf permute).
 
@@ -130,8 +139,7 @@ def export_gguf(
 
     The file appears only when complete (written to a temp file, then renamed).
     """
-    import gguf
-
+    gguf = gguf_py()
     if ftype not in FILE_TYPES:
         raise ValueError(f"unknown GGUF type {ftype!r}; choose from {', '.join(FILE_TYPES)}")
     imatrix = imatrix or {}
@@ -197,8 +205,7 @@ def import_gguf(path: str | Path) -> tuple[dict, Config, dict[str, str]]:
 
     Quantized tensors are dequantized; attn_q / attn_k rows are un-permuted back to ours.
     """
-    import gguf
-
+    gguf = gguf_py()
     path = Path(path)
     try:
         reader = gguf.GGUFReader(path)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyquant.algos.calibrate import collect_stats
+from tinyquant.export.gguf import gguf_py
 from tinyquant.llm.model import Config
 
 __all__ = ["compute_imatrix", "write_imatrix", "read_imatrix"]
@@ -48,8 +49,7 @@ def compute_imatrix(params: dict, cfg: Config, tokens: np.ndarray) -> tuple[dict
 
 def write_imatrix(path, imatrix: dict, n_tokens: int, chunk_size: int, dataset: str = "") -> None:
     """Write llama.cpp's GGUF imatrix file (sums of x² and counts) — complete or not at all."""
-    import gguf
-
+    gguf = gguf_py()
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: directory {path.parent} does not exist")
@@ -79,8 +79,7 @@ def write_imatrix(path, imatrix: dict, n_tokens: int, chunk_size: int, dataset: 
 
 def read_imatrix(path) -> dict[str, np.ndarray]:
     """{weight name: in_sum2 / count (float32)} from a GGUF imatrix file, as llama-quantize does."""
-    import gguf
-
+    gguf = gguf_py()
     try:
         reader = gguf.GGUFReader(path)
     except FileNotFoundError:

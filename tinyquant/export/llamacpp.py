@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["llama_cpp_quantize", "llama_cpp_logits"]
+__all__ = ["llama_cpp_quantize", "llama_cpp_logits", "llama_cpp_greedy"]
 
 
 def _llama_cpp():
@@ -66,5 +66,25 @@ def llama_cpp_logits(path, tokens: np.ndarray, f32_cache: bool = True, n_batch: 
     try:
         llm.eval([int(t) for t in tokens])
         return np.array(llm.scores[: len(tokens)], np.float32)
+    finally:
+        llm.close()
+
+
+def llama_cpp_greedy(path, tokens: np.ndarray, n: int) -> list[int]:
+    """``tokens`` followed by llama.cpp's ``n`` greedy (argmax) next tokens, KV cache in F32.
+
+    The argmax is ours, over llama.cpp's logits, so no sampler setting can change it.
+    """
+    lc = _llama_cpp()
+    llm = lc.Llama(model_path=str(path), n_ctx=max(256, len(tokens) + n), n_threads=1,
+                   logits_all=True, type_k=lc.GGML_TYPE_F32, type_v=lc.GGML_TYPE_F32,
+                   verbose=False)  # fmt: skip
+    try:
+        out = [int(t) for t in tokens]
+        llm.eval(out)
+        for _ in range(n):
+            out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            llm.eval(out[-1:])
+        return out
     finally:
         llm.close()
