@@ -262,6 +262,19 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_file(model, f32_file, tmp_p
         decode_tensor(np.zeros(4, np.uint8), "BF16", (2,))
 
 
+def test_a_read_only_directory_is_a_one_line_error(model, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(ValueError, match="cannot write"):
+            export_gguf(*model, ro / "m.gguf", "F32")
+    finally:
+        ro.chmod(0o700)
+
+
 def test_a_failed_write_leaves_no_partial_file(model, tmp_path, monkeypatch):
     import tinyquant.export.gguf as g
 

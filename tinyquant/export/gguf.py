@@ -52,6 +52,16 @@ def gguf_py():
     return gguf
 
 
+def temp_beside(path: Path, suffix: str) -> str:
+    """A temp file in ``path``'s directory (so the final rename is atomic), or a ValueError."""
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
+    os.close(fd)
+    return tmp
+
+
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """Rotate-half rows → llama.cpp's adjacent-pair rows, per head (convert_hf_to_gguf permute).
 
@@ -150,8 +160,7 @@ def export_gguf(
     names = _ordered(params, cfg)
     types = tensor_types({n: params[n].shape for n in names}, ftype, cfg.n_heads, cfg.n_heads,
                          has_imatrix=bool(imatrix))  # fmt: skip
-    fd, tmp = tempfile.mkstemp(suffix=".gguf.tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path, ".gguf.tmp")
     try:
         w = gguf.GGUFWriter(tmp, "llama")
         w.add_name(name)

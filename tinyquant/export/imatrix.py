@@ -21,13 +21,12 @@ Shapes: I in features of a Linear; N calibration tokens.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tinyquant.algos.calibrate import collect_stats
-from tinyquant.export.gguf import gguf_py
+from tinyquant.export.gguf import gguf_py, temp_beside
 from tinyquant.llm.model import Config
 
 __all__ = ["compute_imatrix", "write_imatrix", "read_imatrix"]
@@ -53,8 +52,7 @@ def write_imatrix(path, imatrix: dict, n_tokens: int, chunk_size: int, dataset: 
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=".imatrix.tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path, ".imatrix.tmp")
     try:
         w = gguf.GGUFWriter(tmp, arch=None)
         w.add_type("imatrix")
