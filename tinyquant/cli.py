@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from tinyquant.export.cli import add_export_commands
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tinyquant.bench import run_suites
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tinyquant.memory import add_memory_command  # light: numpy and the format table
 
     add_memory_command(sub)
+    add_export_commands(sub)
     return parser
 
 

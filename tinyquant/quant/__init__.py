@@ -22,6 +22,7 @@ from .floats import FLOAT_FORMATS, decode, encode, round_to_format, split_fields
 from .formats import FORMATS, Format, get_format
 from .gguf_blocks import GGUF_BLOCK_BYTES, dequantize_gguf, quantize_gguf
 from .granularity import check_block_size, num_blocks, per_channel, per_group, per_tensor, per_token
+from .kquants import KQUANT_BLOCK_BYTES, dequantize_kquant, quantize_kquant
 from .microscaling import MX_FORMATS, MXTensor, from_gguf_bytes, quantize_mx, to_gguf_bytes
 from .observers import (
     OBSERVERS,
@@ -42,6 +43,7 @@ __all__ = [
     "FORMATS",
     "Format",
     "GGUF_BLOCK_BYTES",
+    "KQUANT_BLOCK_BYTES",
     "KLObserver",
     "MSEObserver",
     "MXTensor",
@@ -60,6 +62,8 @@ __all__ = [
     "dequantize",
     "decode",
     "dequantize_gguf",
+    "dequantize_kquant",
+    "quantize_kquant",
     "as_float32",
     "fake_quantize_activations",
     "quantize_activations",

@@ -1,4 +1,4 @@
-"""llama.cpp's legacy block formats Q8_0, Q4_0, Q4_1: affine quantization in blocks of 32 weights.
+"""llama.cpp's legacy block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: affine blocks of 32 weights.
 
 Each is our affine quantizer with block (1, 32) and an FP16 scale — with llama.cpp's own rounding:
 
@@ -6,6 +6,13 @@ Each is our affine quantizer with block (1, 32) and an FP16 scale — with llama
     Q4_0 (18 B per 32 = 4.5 bpw)  d = max / −8      q = min(15, trunc(x·(1/d) + 8.5))  x̂ = (q − 8)·d
     Q4_1 (20 B per 32 = 5.0 bpw)  d = (max − min) / 15, m = min
                                   q = min(15, trunc((x − m)·(1/d) + 0.5))             x̂ = q·d + m
+    Q5_0 (22 B per 32 = 5.5 bpw)  as Q4_0 with 16: d = max / −16, q = min(31, trunc(x/d + 16.5))
+    Q5_1 (24 B per 32 = 6.0 bpw)  as Q4_1 with 31: d = (max − min) / 31, q = trunc((x − m)/d + 0.5)
+
+With an importance vector w (llama.cpp's imatrix, one value per input channel) the block is
+fitted by weighted least squares instead (``quantize_row_q4_0_impl`` … ``q5_1_impl``): weights
+w·sqrt(σ² + x²) with σ² the row's mean x², the scale from make_qx_quants (Q4_0/Q5_0) or
+make_qkx3_quants (Q4_1/Q5_1, m = −min) in kquant_search.py. Q8_0 ignores the imatrix.
 
 ``max`` in Q4_0 is the *signed* value of the element with the largest |x| (the first on ties), so
 that element maps exactly to code 0 (value −8·d); the grid is asymmetric around it. ``roundf``
@@ -20,10 +27,13 @@ Byte layout of one block (little-endian), j = 0…15:
     Q8_0   [ d : fp16 ][ q0 … q31 : int8 ]
     Q4_0   [ d : fp16 ][ byte j = q[j] (low nibble) | q[j+16] << 4 (high nibble) ]
     Q4_1   [ d : fp16 ][ m : fp16 ][ byte j = q[j] | q[j+16] << 4 ]
+    Q5_0   [ d : fp16 ][ qh : uint32, bit k = bit 4 of q[k] ][ byte j = low nibbles as Q4_0 ]
+    Q5_1   [ d : fp16 ][ m : fp16 ][ qh : uint32 ][ byte j = low nibbles as Q4_1 ]
 (Note the nibble order: element j and j+16 share a byte — not pack.py's 2k / 2k+1.)
 
 Byte-identical to the ``gguf`` package (llama.cpp's gguf-py, itself bit-exact with ggml-quants.c);
-a test proves it. Refs: ggml-quants.c quantize_row_q8_0_ref / q4_0_ref / q4_1_ref.
+a test proves it. Refs: ggml-quants.c quantize_row_q8_0_ref / q4_0_ref / q4_1_ref / q5_0_ref /
+q5_1_ref and the ``*_impl`` variants.
 Shape legend: x (…, n), n a multiple of 32; blocks (…, n/32, 32); bytes (…, n/32 · block bytes).
 """
 
@@ -33,11 +43,13 @@ import numpy as np
 
 from .affine import as_float32
 from .floats import decode, encode
+from .kquant_search import _sum, make_qkx_quants, make_qx_quants
 
 __all__ = ["GGUF_BLOCK_BYTES", "quantize_gguf", "dequantize_gguf", "roundf"]
 
 QK = 32  # weights per block
-GGUF_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
+GGUF_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+F = np.float32
 
 
 def roundf(v: np.ndarray) -> np.ndarray:
@@ -78,30 +90,73 @@ def _nibbles(q: np.ndarray) -> np.ndarray:
     return q[..., :16] | (q[..., 16:] << 4)
 
 
-def quantize_gguf(x: np.ndarray, kind: str = "q8_0") -> np.ndarray:
+def _qh(q: np.ndarray) -> np.ndarray:
+    """(…, nb, 32) 5-bit codes → (…, nb, 4): the uint32 of their fifth bits, little-endian."""
+    bits = ((q.astype(np.uint32) >> 4) & 1) << np.arange(32, dtype=np.uint32)
+    return bits.sum(axis=-1, dtype=np.uint32)[..., None].view(np.uint8)
+
+
+def _weighted(xb: np.ndarray, kind: str, imatrix: np.ndarray) -> list[np.ndarray]:
+    """The ``*_impl`` fit of (…, nb, 32) blocks: [fp16 d, (fp16 m), codes (…, nb, 32)]."""
+    lead, nb = xb.shape[:-2], xb.shape[-2]
+    rows = xb.reshape(-1, nb * QK)  # (R, n)
+    sigma2 = _sum(rows * rows) / F(nb * QK)  # (R,) the row's mean x²
+    qw = np.broadcast_to(np.asarray(imatrix, F).reshape(nb, QK), (rows.shape[0], nb, QK))
+    wt = (qw * np.sqrt(sigma2[:, None, None] + xb.reshape(-1, nb, QK) ** 2)).astype(F)
+    x32, w32 = xb.reshape(-1, QK), wt.reshape(-1, QK)
+    if kind in ("q4_0", "q5_0"):
+        d, L = make_qx_quants(x32, 8 if kind == "q4_0" else 16, w32)
+        parts = [_fp16_bytes(d[:, None]), L]
+    else:
+        d, mn, L = make_qkx_quants(x32, w32, 15 if kind == "q4_1" else 31, -0.9, 0.05, 36)
+        parts = [_fp16_bytes(d[:, None]), _fp16_bytes(-mn[:, None]), L]
+    return [p.reshape(*lead, nb, -1) for p in parts]
+
+
+def quantize_gguf(x: np.ndarray, kind: str = "q8_0", imatrix: np.ndarray | None = None):
     """Quantize rows of ``x`` to llama.cpp's block bytes (uint8, (…, n/32 · block bytes)).
+
+    ``imatrix`` (n,) — importance per input channel — selects llama.cpp's weighted fit.
 
     >>> x = np.linspace(-1, 1, 32, dtype=np.float32)[None]
     >>> b = quantize_gguf(x, "q4_0")
     >>> b.shape, float(dequantize_gguf(b, "q4_0", 32)[0, 0])    # the max-|x| element is exact
     ((1, 18), -1.0)
+    >>> float(np.abs(dequantize_gguf(quantize_gguf(x, "q5_1"), "q5_1", 32) - x).max()) < 1 / 31
+    True
     """
     xb = _blocks(x, kind)
     lead = xb.shape[:-2]
+    if imatrix is not None and kind != "q8_0":
+        if np.shape(imatrix) != (x.shape[-1],):
+            raise ValueError(f"imatrix has shape {np.shape(imatrix)}; this tensor needs "
+                             f"({x.shape[-1]},)")  # fmt: skip
+        with np.errstate(invalid="ignore", divide="ignore"):  # all-zero blocks, masked out
+            *head, q = _weighted(xb, kind, imatrix)
+        nib = _nibbles(q & 0xF)
+        out = np.concatenate([*head, _qh(q), nib] if kind in ("q5_0", "q5_1") else
+                             [*head, nib], axis=-1)  # fmt: skip
+        return out.reshape(*lead, -1)
     if kind == "q8_0":
         d = (np.abs(xb).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
         q = roundf(xb * _inverse(d)).astype(np.int8).view(np.uint8)  # (…, nb, 32)
         out = np.concatenate([_fp16_bytes(d), q], axis=-1)
-    elif kind == "q4_0":
+    elif kind in ("q4_0", "q5_0"):
+        half = 8 if kind == "q4_0" else 16
         imax = np.abs(xb).argmax(axis=-1)[..., None]  # first largest |x|
-        d = (np.take_along_axis(xb, imax, axis=-1) / np.float32(-8)).astype(np.float32)
-        q = np.trunc(xb * _inverse(d) + np.float32(8.5)).astype(np.float32)
-        out = np.concatenate([_fp16_bytes(d), _nibbles(np.clip(q, 0, 15))], axis=-1)
-    else:  # q4_1
+        d = (np.take_along_axis(xb, imax, axis=-1) / np.float32(-half)).astype(np.float32)
+        q = np.trunc(xb * _inverse(d) + np.float32(half + 0.5)).astype(np.float32)
+        q = np.clip(q, 0, 2 * half - 1).astype(np.uint8)
+        body = [_nibbles(q)] if kind == "q4_0" else [_qh(q), _nibbles(q & 0xF)]
+        out = np.concatenate([_fp16_bytes(d), *body], axis=-1)
+    else:  # q4_1, q5_1
+        top = 15 if kind == "q4_1" else 31
         lo = xb.min(axis=-1, keepdims=True)
-        d = ((xb.max(axis=-1, keepdims=True) - lo) / np.float32(15)).astype(np.float32)
+        d = ((xb.max(axis=-1, keepdims=True) - lo) / np.float32(top)).astype(np.float32)
         q = np.trunc((xb - lo) * _inverse(d) + np.float32(0.5)).astype(np.float32)
-        out = np.concatenate([_fp16_bytes(d), _fp16_bytes(lo), _nibbles(np.clip(q, 0, 15))], -1)
+        q = np.clip(q, 0, top).astype(np.uint8)
+        body = [_nibbles(q)] if kind == "q4_1" else [_qh(q), _nibbles(q & 0xF)]
+        out = np.concatenate([_fp16_bytes(d), _fp16_bytes(lo), *body], -1)
     return out.reshape(*lead, -1)
 
 
@@ -126,9 +181,15 @@ def dequantize_gguf(data: np.ndarray, kind: str, n: int) -> np.ndarray:
     if kind == "q8_0":
         q = blk[..., 2:].astype(np.uint8).view(np.int8).astype(np.float32)
         return (q * d).reshape(*data.shape[:-1], n)
-    body = blk[..., 4:] if kind == "q4_1" else blk[..., 2:]  # (…, nb, 16)
-    q = np.concatenate([body & 0xF, body >> 4], axis=-1).astype(np.float32)  # (…, nb, 32)
-    if kind == "q4_0":
-        return ((q - 8) * d).reshape(*data.shape[:-1], n)
+    start = {"q4_0": 2, "q4_1": 4, "q5_0": 6, "q5_1": 8}[kind]
+    body = blk[..., start:]  # (…, nb, 16)
+    q = np.concatenate([body & 0xF, body >> 4], axis=-1).astype(np.uint32)  # (…, nb, 32)
+    if kind in ("q5_0", "q5_1"):
+        qh = blk[..., start - 4 : start].astype(np.uint32)  # (…, nb, 4) little-endian uint32
+        word = qh[..., 0] | qh[..., 1] << 8 | qh[..., 2] << 16 | qh[..., 3] << 24
+        q |= ((word[..., None] >> np.arange(32, dtype=np.uint32)) & 1) << 4
+    q = q.astype(np.float32)
+    if kind in ("q4_0", "q5_0"):
+        return ((q - (8 if kind == "q4_0" else 16)) * d).reshape(*data.shape[:-1], n)
     m = decode(blk[..., 2] | (blk[..., 3] << 8), "fp16")[..., None]
     return (q * d + m).reshape(*data.shape[:-1], n)

@@ -1,0 +1,1 @@
+"""Exporters of tinyquant models to the files other tools run (GGUF for llama.cpp)."""

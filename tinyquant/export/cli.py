@@ -1,0 +1,88 @@
+"""``tinyquant export gguf`` and ``tinyquant import gguf``: the CLI for export/gguf.py.
+
+    tinyquant export gguf --type Q4_K_M --out m.gguf [--imatrix [FILE]] [--checkpoint C]
+    tinyquant import gguf m.gguf                 # prints the config and each tensor's type
+
+``--imatrix`` without a file computes the importance matrix from calibration text (and
+``--imatrix-out`` saves it in llama.cpp's format); with a file, reads llama.cpp's GGUF imatrix.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["add_export_commands"]
+
+
+def _cmd_export(args) -> int:
+    from tinyquant.export.gguf import export_gguf
+    from tinyquant.export.imatrix import compute_imatrix, read_imatrix, write_imatrix
+    from tinyquant.llm.checkpoint import load_checkpoint
+    from tinyquant.llm.data import calibration_samples
+
+    params, cfg, _ = load_checkpoint(args.checkpoint)
+    im = None
+    if args.imatrix == "":  # --imatrix with no file: calibrate now
+        im, n = compute_imatrix(params, cfg, calibration_samples(args.calib, cfg.context))
+        if args.imatrix_out:
+            write_imatrix(args.imatrix_out, im, n, cfg.context)
+    elif args.imatrix:
+        im = read_imatrix(args.imatrix)
+    t0 = time.perf_counter()
+    types = export_gguf(params, cfg, args.out, args.type, imatrix=im)
+    dt = time.perf_counter() - t0
+    n_w = sum(int(np.prod(v.shape)) for v in params.values())
+    from pathlib import Path
+
+    size = Path(args.out).stat().st_size
+    counts: dict[str, int] = {}
+    for t in types.values():
+        counts[t] = counts.get(t, 0) + 1
+    mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items()))
+    print(f"wrote {args.out}: {args.type}{' + imatrix' if im else ''}, {size / 1e6:.2f} MB, "
+          f"{8 * size / n_w:.3f} bits/weight (file), tensors {mix}, {dt:.1f} s")  # fmt: skip
+    return 0
+
+
+def _cmd_import(args) -> int:
+    from tinyquant.export.gguf import import_gguf
+
+    params, cfg, types = import_gguf(args.file)
+    print(cfg)
+    for name, t in types.items():
+        print(f"{name:28s} {t:5s} {tuple(params[name].shape)}")
+    return 0
+
+
+def add_export_commands(sub) -> None:
+    """Add ``export gguf`` and ``import gguf`` to an argparse subparsers object."""
+    from tinyquant.export.mix import FILE_TYPES
+
+    p = sub.add_parser(
+        "export",
+        help="write the model for another runtime (GGUF for llama.cpp)",
+        description="Export a checkpoint to a GGUF v3 file that llama.cpp runs.",
+    )
+    fmt = p.add_subparsers(dest="format", required=True, parser_class=type(p))
+    g = fmt.add_parser("gguf", help="GGUF v3, llama architecture, llama-quantize's type mixes")
+    g.add_argument("--type", default="Q4_K_M", choices=list(FILE_TYPES), help="file type")
+    g.add_argument("--out", required=True, help="the .gguf file to write")
+    g.add_argument("--imatrix", nargs="?", const="", default=None,
+                   help="use an importance matrix: a llama.cpp imatrix file, or none to compute "
+                   "it from calibration text")  # fmt: skip
+    g.add_argument("--imatrix-out", default=None, help="save the computed imatrix (GGUF)")
+    g.add_argument("--calib", type=int, default=16, help="calibration sequences (default 16)")
+    g.add_argument("--checkpoint", default=None, help="the FP32 checkpoint (default: shipped)")
+    g.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="read a GGUF file back into tinyquant",
+        description="Read a llama-architecture GGUF file (dequantizing it).",
+    )
+    fmt = p.add_subparsers(dest="format", required=True, parser_class=type(p))
+    g = fmt.add_parser("gguf", help="a GGUF v3 file of architecture llama")
+    g.add_argument("file", help="the .gguf file")
+    g.set_defaults(func=_cmd_import)

@@ -1,0 +1,90 @@
+"""llama.cpp itself, through llama-cpp-python, as the oracle for our GGUF files.
+
+Two calls: llama.cpp's own quantizer (``llama_model_quantize``, what ``llama-quantize`` runs) on a
+GGUF file, optionally with an importance matrix; and llama.cpp's forward pass on a token
+sequence (all positions' logits). Both need the optional package ``llama-cpp-python`` (dev
+extras), which builds llama.cpp from source with the machine's compiler.
+
+Refs: llama.cpp include/llama.h (llama_model_quantize_params, llama_model_imatrix_data);
+llama-cpp-python's low-level bindings (llama_cpp.llama_cpp).
+Shapes: T tokens, V vocabulary; logits (T, V) float32.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["llama_cpp_quantize", "llama_cpp_logits", "llama_cpp_greedy"]
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise ValueError("llama-cpp-python is not installed; pip install -e '.[dev]'") from err
+    return llama_cpp
+
+
+def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None) -> Path:
+    """Quantize GGUF ``src`` to ``dst`` with llama.cpp (``ftype`` e.g. "Q4_K_M", "Q8_0")."""
+    lc = _llama_cpp()
+    p = lc.llama_model_quantize_default_params()
+    code = getattr(lc, f"LLAMA_FTYPE_MOSTLY_{ftype}", None)
+    if code is None:
+        raise ValueError(f"llama.cpp has no file type {ftype!r}")
+    p.ftype, p.nthread = code, 1
+    keep = []  # the float buffers must outlive the call
+    if imatrix:
+        arr = (lc.llama_model_imatrix_data * (len(imatrix) + 1))()  # NULL-name terminated
+        for i, (name, v) in enumerate(imatrix.items()):
+            v = np.ascontiguousarray(v, np.float32)
+            keep.append(v)
+            arr[i].name, arr[i].size = name.encode(), v.size
+            arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        arr[len(imatrix)].name = None
+        p.imatrix = ctypes.cast(arr, ctypes.POINTER(lc.llama_model_imatrix_data))
+    rc = lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
+    if rc != 0:
+        raise ValueError(f"llama_model_quantize({src} → {ftype}) failed with code {rc}")
+    return Path(dst)
+
+
+def llama_cpp_logits(path, tokens: np.ndarray, f32_cache: bool = True, n_batch: int = 512):
+    """llama.cpp's logits (T, V) for every position of ``tokens`` (T,), one sequence from 0.
+
+    ``f32_cache`` keeps the KV cache in float32 (llama.cpp's default is F16). ``n_batch`` 1
+    decodes token by token: the llama-cpp-python 0.3.36 build here segfaults in batched decode
+    of quantized weights (its own Q8_0 files too), never token by token.
+    """
+    lc = _llama_cpp()
+    kw = {"type_k": lc.GGML_TYPE_F32, "type_v": lc.GGML_TYPE_F32} if f32_cache else {}
+    llm = lc.Llama(model_path=str(path), logits_all=True, n_ctx=max(256, len(tokens)),
+                   n_threads=1, n_batch=n_batch, n_ubatch=n_batch, verbose=False, **kw)  # fmt: skip
+    try:
+        llm.eval([int(t) for t in tokens])
+        return np.array(llm.scores[: len(tokens)], np.float32)
+    finally:
+        llm.close()
+
+
+def llama_cpp_greedy(path, tokens: np.ndarray, n: int) -> list[int]:
+    """``tokens`` followed by llama.cpp's ``n`` greedy (argmax) next tokens, KV cache in F32.
+
+    The argmax is ours, over llama.cpp's logits, so no sampler setting can change it.
+    """
+    lc = _llama_cpp()
+    llm = lc.Llama(model_path=str(path), n_ctx=max(256, len(tokens) + n), n_threads=1,
+                   logits_all=True, type_k=lc.GGML_TYPE_F32, type_v=lc.GGML_TYPE_F32,
+                   verbose=False)  # fmt: skip
+    try:
+        out = [int(t) for t in tokens]
+        llm.eval(out)
+        for _ in range(n):
+            out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            llm.eval(out[-1:])
+        return out
+    finally:
+        llm.close()
