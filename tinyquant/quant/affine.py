@@ -52,6 +52,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .checks import as_float32, check_finite
 from .formats import Format, get_format
 from .granularity import check_block_size, num_blocks
 
@@ -71,56 +72,6 @@ __all__ = [
 
 CONVENTIONS = ("restricted", "full", "gptq", "awq")
 SCALE_FLOOR = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2^-126
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-# ---------------------------------------------------------------------------------------------
-def check_finite(x: np.ndarray, name: str = "x") -> None:
-    """Raise ValueError naming how many values are NaN/Inf and where the first one is.
-
-    >>> check_finite(np.array([[1.0, np.nan], [np.inf, 2.0]]))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: x has 2 non-finite values (1 NaN, 1 Inf); the first is nan at index (0, 1)...
-    """
-    bad = ~np.isfinite(x)
-    if bad.any():
-        n_nan = int(np.isnan(x).sum())
-        n_bad = int(bad.sum())
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} has {n_bad} non-finite values ({n_nan} NaN, {n_bad - n_nan} Inf); "
-            f"the first is {x[first]} at index {first}. "
-            "Remove or replace them (e.g. np.nan_to_num) before quantizing"
-        )
-
-
-def as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
-    """x as a float32 array of rank ≥ 1, or a ValueError naming ``name`` (dtype, 0-d, NaN/Inf).
-
-    >>> as_float32(np.array([1, 2]))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: x has dtype int64; quantize floating-point arrays (float16/32/64), ...
-    """
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise ValueError(
-            f"{name} has dtype {x.dtype}; quantize floating-point arrays "
-            f"(float16/32/64), e.g. {name}.astype(np.float32)"
-        )
-    if x.ndim == 0:
-        raise ValueError(f"{name} is a 0-d scalar; pass at least a 1-D array (e.g. x[None])")
-    with np.errstate(over="ignore"):
-        x32 = x.astype(np.float32, copy=False)
-    if x.dtype != np.float32 and np.isfinite(x).all() and not np.isfinite(x32).all():
-        raise ValueError(
-            f"{name} has values beyond the float32 range (|x| > 3.4e38) that become inf when "
-            "cast to float32; rescale x first"
-        )
-    check_finite(x32, name)
-    return x32
 
 
 def _int_format(fmt: str | Format) -> Format:
