@@ -308,11 +308,9 @@ def quantize(
     """
     f = _int_format(fmt)
     x = as_float32(x)
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero)
-    if np.any(~(scale > 0)):
-        raise ValueError("scale must be positive and finite; use choose_qparams to get one")
+    scale, zero = _check_scale_zero(scale, zero)
     if block_size is None:
+        _check_broadcast(x.shape, scale, zero)
         q = np.rint(x / scale) + zero
     else:
         block = _check_params(x.shape, scale, block_size)
@@ -320,6 +318,35 @@ def quantize(
         zb = _per_block(np.broadcast_to(zero, scale.shape), block)
         q = (np.rint(xb / _per_block(scale, block)) + zb).reshape(x.shape)
     return np.clip(q, f.qmin, f.qmax).astype(code_dtype(f))
+
+
+def _check_scale_zero(scale, zero) -> tuple[np.ndarray, np.ndarray]:
+    """scale: positive finite float32; zero: finite and integer-valued (x = 0 must be exact)."""
+    with np.errstate(over="ignore"):
+        scale = np.asarray(scale, dtype=np.float32)
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError("scale must be positive and finite; use choose_qparams to get one")
+    zero = np.asarray(zero)
+    if zero.dtype.kind not in "iuf" or (
+        zero.dtype.kind == "f" and not np.all(np.isfinite(zero) & (zero == np.rint(zero)))
+    ):
+        raise ValueError(
+            f"zero must be integer-valued and finite (dtype {zero.dtype}); use choose_qparams "
+            "to get one, or np.rint(zero)"
+        )
+    return scale, zero
+
+
+def _check_broadcast(x_shape, scale: np.ndarray, zero: np.ndarray) -> None:
+    try:
+        ok = np.broadcast_shapes(tuple(x_shape), scale.shape, zero.shape) == tuple(x_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"scale {scale.shape} and zero {zero.shape} do not broadcast against x "
+            f"{tuple(x_shape)}; pass block_size, or per-row parameters of shape (O, 1)"
+        )
 
 
 def dequantize(
@@ -337,10 +364,10 @@ def dequantize(
     codes = np.asarray(codes)
     if codes.dtype.kind not in "iu":
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero)
+    scale, zero = _check_scale_zero(scale, zero)
     c = codes.astype(np.float32)
     if block_size is None:
+        _check_broadcast(codes.shape, scale, zero)
         return ((c - zero.astype(np.float32)) * scale).astype(np.float32)
     block = _check_params(codes.shape, scale, block_size)
     cb = c.reshape(_blocked_shape(codes.shape, block))  # (n0, b0, n1, b1, …)
