@@ -41,8 +41,14 @@ import numpy as np
 
 from tinyquant.algos.qgrid import UINT_BITS, minmax_qparams, mse_qparams, quantize_codes
 from tinyquant.quant import QTensor, get_format, pack, per_group
-from tinyquant.quant.checks import check_bits, check_int, check_option, check_real, check_shape
-from tinyquant.quant.checks import float_array
+from tinyquant.quant.checks import (
+    check_bits,
+    check_int,
+    check_option,
+    check_real,
+    check_shape,
+    float_array,
+)
 
 SUB = 32  # columns per sub-chunk: rank-1 updates stay inside it (a speed knob, not semantics)
 
@@ -258,7 +264,8 @@ def gptq_quantize(
     """Quantize W (O, I) with GPTQ given the layer Hessian H = 2XᵀX/N (I, I).
 
     ``bits`` is 2, 3, 4, 6 or 8 (the codes are uint{bits}, a format of the table; there is no
-    uint1, uint5 or uint7). ``group_size=None`` is per-channel. ``mse=True`` chooses each group's (scale, zero) by the
+    uint1, uint5 or uint7). ``group_size=None`` is per-channel. ``mse=True`` chooses each
+    group's (scale, zero) by the
     reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
     ``scale_dtype="float16"`` rounds each scale to float16 *before* its codes are chosen (as
     stored by GPTQ/AutoGPTQ checkpoints), so codes and stored scales agree exactly.

@@ -34,6 +34,7 @@ def check_rows(W, bits) -> tuple[np.ndarray, int]:
     """W as a finite non-empty float32 (O, n) array and bits among ``UINT_BITS``."""
     return float_array(W, "W", ndim=2, what=ROWS), check_bits(bits, allowed=UINT_BITS)
 
+
 __all__ = ["quantize_codes", "minmax_qparams", "mse_qparams", "quantize_rows", "fake_quantize_rows"]
 
 

@@ -162,7 +162,7 @@ def check_int(v, name: str, minimum: int | None = 1, maximum: int | None = None)
     """
     if isinstance(v, bool | np.bool_) or not isinstance(v, Integral):
         example = ""
-        if isinstance(v, Real) and math.isfinite(float(v)):
+        if isinstance(v, Real) and not isinstance(v, bool | np.bool_) and math.isfinite(v):
             example = f"; pass e.g. {max(int(v), 1 if minimum is None else minimum)}"
         raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}{example}")
     v = int(v)

@@ -223,7 +223,8 @@ class MSEObserver(_SampleObserver):
 
     def __init__(self, fmt="int8", symmetric=True, convention="restricted", steps=100):
         super().__init__(fmt, symmetric, convention)
-        self.steps = check_int(steps, "steps", 1, MAX_STEPS)  # grid size: r ∈ {1, 1 − 1/steps, …, 1/steps}
+        # grid size: r ∈ {1, 1 − 1/steps, …, 1/steps}
+        self.steps = check_int(steps, "steps", 1, MAX_STEPS)
         self.ratio: float | None = None  # the chosen clip ratio (after range())
 
     def error(self, ratio: float) -> float:
