@@ -52,7 +52,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .checks import as_float32, check_finite
+from .checks import as_float32, check_finite, check_option, check_real
 from .formats import Format, get_format
 from .granularity import check_block_size, num_blocks
 
@@ -168,8 +168,7 @@ def qparams_from_range(
     (0.004705882165580988, 43)
     """
     f = _int_format(fmt)
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; choose one of {CONVENTIONS}")
+    check_option(convention, "convention", CONVENTIONS)
     lo = np.asarray(lo, dtype=np.float32)
     hi = np.asarray(hi, dtype=np.float32)
     if lo.shape != hi.shape:
@@ -280,8 +279,7 @@ def choose_qparams(
     """
     x = as_float32(x)
     block = check_block_size(x.shape, block_size)
-    if not 0.0 < clip_ratio <= 1.0:
-        raise ValueError(f"clip_ratio must be in (0, 1], got {clip_ratio}")
+    clip_ratio = check_real(clip_ratio, "clip_ratio", 0.0, 1.0, open_lo=True)
     lo, hi = block_minmax(x, block)
     if clip_ratio != 1.0:
         lo, hi = lo * np.float32(clip_ratio), hi * np.float32(clip_ratio)

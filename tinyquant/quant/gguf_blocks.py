@@ -139,9 +139,11 @@ def dequantize_gguf(data: np.ndarray, kind: str, n: int) -> np.ndarray:
     data = np.asarray(data)
     n = check_int(n, "n")
     size = GGUF_BLOCK_BYTES[kind]
-    if data.dtype != np.uint8 or n % QK or data.shape[-1] != n // QK * size:
+    if n % QK:
+        raise ValueError(f"n = {n} values per row is not a multiple of {QK} ({kind} blocks)")
+    if data.dtype != np.uint8 or data.ndim == 0 or data.shape[-1] != n // QK * size:
         raise ValueError(
-            f"{kind}: {n} values need uint8 rows of {n // QK * size} bytes, "
+            f"data: {kind} rows of n = {n} values need uint8 rows of {n // QK * size} bytes, "
             f"got {data.dtype} {data.shape}"
         )
     blk = data.reshape(*data.shape[:-1], n // QK, size).astype(np.uint16)  # (…, nb, bytes)
