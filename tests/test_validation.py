@@ -244,3 +244,16 @@ def test_hadamard_transform_that_truly_overflows_is_refused():
 
 def test_rotation_refuses_inputs_of_the_wrong_width():
     one_line_error(RandomHadamard(64).apply, np.ones((2, 32)), match="64")
+
+
+# -- generate ---------------------------------------------------------------------------------
+def test_a_tiny_temperature_samples_greedily_instead_of_nan():
+    from tinyquant.llm.generate import generate
+    from tinyquant.llm.model import Config, init_params
+
+    cfg = Config.tiny()
+    p = init_params(cfg, seed=1)
+    assert generate(p, cfg, "ab", 8, temperature=1e-320) == generate(p, cfg, "ab", 8, 1e-9)
+    for bad in (np.inf, np.nan, 0.0):
+        one_line_error(generate, p, cfg, "ab", 4, temperature=bad, match="temperature")
+    one_line_error(generate, p, cfg, "ab", 2.5, match="n must be an integer")
