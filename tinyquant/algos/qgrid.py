@@ -13,6 +13,8 @@ These are the row-wise building blocks GPTQ and AWQ call inside their loops; the
 MSE (GPTQ ``quant.py``'s ``mse=True``): shrink the range by p = 1 − i/n_candidates for
 i < max_shrink·n_candidates and keep, per row, the p with the smallest Σ|w − ŵ|^2.4.
 Whole-tensor quantization with any block size is ``affine`` directly (see ``rtn.py``).
+Every public function checks its arguments first (``quant.checks``): W a finite 2-D float
+array, bits one of ``UINT_BITS`` = (2, 3, 4, 6, 8) — the unsigned formats of the table.
 Shapes: O rows (output channels), n elements per row (a group), I in features, g group size.
 """
 
