@@ -42,7 +42,8 @@ def test_bad_group_size_is_a_clear_value_error(quantize):
 
 
 @pytest.mark.parametrize(
-    "kwargs,match", [({"bits": 9}, "outside 1..8"), ({"scale_dtype": "bf16"}, "scale_dtype")]
+    "kwargs,match",
+    [({"bits": 9}, "bits must be one of 2, 3, 4, 6, 8"), ({"scale_dtype": "bf16"}, "scale_dtype")],
 )
 def test_bad_options_are_clear_value_errors(kwargs, match):
     W, H = correlated_problem(13)

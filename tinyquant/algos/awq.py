@@ -28,9 +28,10 @@ import numpy as np
 
 from tinyquant.algos.calibrate import BlockCalib, calibrate_sequential
 from tinyquant.algos.fold import fold_scales
-from tinyquant.algos.qgrid import fake_quantize_rows, quantize_rows
+from tinyquant.algos.qgrid import UINT_BITS, check_rows, fake_quantize_rows, quantize_rows
 from tinyquant.llm.model import Config, attention, block, silu
-from tinyquant.quant import QTensor, get_format, pack
+from tinyquant.quant import QTensor, get_format, pack, per_group
+from tinyquant.quant.checks import check_bits, check_int, check_real, check_shape, float_array
 
 QKV, GU = ("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up")
 ALPHAS = tuple(i / 20 for i in range(20)) + (1.0,)  # the reference's 20 points, plus 1.0
@@ -63,7 +64,7 @@ def awq_quantize_tensor(
     """
     c, s, z = quantize_rows(W, bits, group_size, convention="awq", scale_dtype=scale_dtype)
     f = get_format(f"uint{bits}")
-    g = W.shape[1] if group_size is None else group_size
+    g = c.shape[1] // s.shape[1]
     return QTensor(pack(c, f.storage_bits), s.astype(scale_dtype), z.astype(np.uint8), f,
                    (1, g), np.shape(W))  # fmt: skip
 
@@ -96,8 +97,20 @@ def search_scale(
     >>> r.losses.shape, bool(r.losses.min() <= r.losses[0])
     ((21,), True)
     """
+    xm = float_array(x_mean_abs, "x_mean_abs", ndim=1, what="(in_features,)", dtype=np.float64)
+    if not weights:
+        raise ValueError("weights is empty; pass the Linears that share this input")
+    ws = []
+    for k, w in enumerate(weights):  # dtypes kept: block_out sees the weights as given
+        w = float_array(w, f"weights[{k}]", ndim=2, what="(out, in)", dtype=np.asarray(w).dtype)
+        check_shape(w, f"weights[{k}]", (len(w), xm.size), f"x_mean_abs has {xm.size} channels")
+        ws.append(w)
+    weights = ws
+    alphas = [check_real(a, "each of alphas", 0.0, 1.0) for a in alphas]
+    if not alphas:
+        raise ValueError("alphas is empty; pass at least one exponent, e.g. ALPHAS")
     ref = block_out(list(weights))
-    xm = np.maximum(np.asarray(x_mean_abs, np.float64), 1e-12)
+    xm = np.maximum(xm, 1e-12)
     losses, best, best_s, best_a = [], np.inf, np.ones_like(xm), 0.0
     for a in alphas:
         s = np.maximum(xm**a, 1e-4)  # (I,)
@@ -128,11 +141,17 @@ def search_clip(
     >>> m.shape, bool(np.all(m <= np.abs(W).reshape(8, 2, 32).max(-1) + 1e-7))
     ((8, 2), True)
     """
-    W = np.asarray(W, np.float32)
+    W, bits = check_rows(W, bits)
     O, I = W.shape
-    g = I if group_size is None else group_size
+    g = per_group((O, I), I if group_size is None else group_size)[1]
     G = I // g
-    x = np.asarray(x, np.float32).reshape(-1, I)
+    x = float_array(x, "x")
+    if x.shape[-1] != I:
+        raise ValueError(f"x has shape {x.shape} but W has {I} in_features; pass x (N, {I})")
+    x = x.reshape(-1, I)
+    n_grid = check_int(n_grid, "n_grid")
+    max_shrink = check_real(max_shrink, "max_shrink", 0.0, 1.0)
+    n_tokens = check_int(n_tokens, "n_tokens")
     x = x[:: max(1, len(x) // n_tokens)][:n_tokens]  # (n, I) the reference's token subsample
     Wg = W.reshape(O, G, g)
     xg = x.reshape(-1, G, g)  # (n, G, g)
@@ -158,8 +177,15 @@ def apply_clip(W: np.ndarray, max_val: np.ndarray) -> np.ndarray:
     >>> apply_clip(np.array([[3.0, -3.0, 1.0, 5.0]]), np.array([[2.0, 4.0]])).tolist()
     [[2.0, -2.0, 1.0, 4.0]]
     """
+    W = float_array(W, "W", ndim=2, what="(out_features, in_features)", dtype=np.asarray(W).dtype)
+    max_val = float_array(max_val, "max_val", ndim=2, what="(out_features, groups)")
     O, I = W.shape
     G = max_val.shape[1]
+    if max_val.shape[0] != O or I % G or np.any(max_val < 0):
+        raise ValueError(
+            f"max_val {max_val.shape} must be (O, G) ≥ 0 with G dividing in_features {I} of "
+            f"W {W.shape}; use search_clip(W, x, ...)"
+        )
     m = max_val[:, :, None]
     return np.clip(W.reshape(O, G, I // G), -m, m).reshape(O, I).astype(W.dtype)
 
@@ -195,6 +221,9 @@ def awq_block(
     attn_v rows, attn_output, ffn_norm, ffn_gate/up, ffn_up rows, ffn_down) and the clipped
     weights; quantizing them (``awq_quantize_tensor``) is the recipe's last step.
     """
+    check_bits(bits, allowed=UINT_BITS)
+    if group_size is not None:
+        per_group((1, cfg.d_model), group_size), per_group((1, cfg.d_ff), group_size)
     p = f"blk.{i}."
     P = {k: np.asarray(v, np.float64) for k, v in params.items() if k.startswith(p)}
     rec_x = _inputs(params, cfg, i, x)
@@ -261,6 +290,9 @@ def awq_model(
     >>> sorted(rep[0].alphas), q["blk.0.attn_norm.weight"].shape
     (['down', 'gate_up', 'o', 'qkv'], (64,))
     """
+    check_bits(bits, allowed=UINT_BITS)  # before any calibration runs
+    if group_size is not None:
+        per_group((1, cfg.d_model), group_size), per_group((1, cfg.d_ff), group_size)
     reports: dict[int, AWQLayerReport] = {}
 
     def search_block(ctx: BlockCalib) -> dict:

@@ -39,8 +39,16 @@ from typing import Literal
 
 import numpy as np
 
-from tinyquant.algos.qgrid import minmax_qparams, mse_qparams, quantize_codes
-from tinyquant.quant import QTensor, get_format, pack
+from tinyquant.algos.qgrid import UINT_BITS, minmax_qparams, mse_qparams, quantize_codes
+from tinyquant.quant import QTensor, get_format, pack, per_group
+from tinyquant.quant.checks import (
+    check_bits,
+    check_int,
+    check_option,
+    check_real,
+    check_shape,
+    float_array,
+)
 
 SUB = 32  # columns per sub-chunk: rank-1 updates stay inside it (a speed knob, not semantics)
 
@@ -181,18 +189,16 @@ def prepare(W, H, bits, group_size, symmetric, act_order, static_groups, damp, m
     2) static groups from the original W  3) act-order: columns by decreasing diag H
     4) U = upper Cholesky factor of (H + λI)⁻¹ (= Alg. 1's Cholesky(H⁻¹)ᵀ), float32.
     """
-    W = np.array(W, dtype=np.float32)  # a copy: we edit it
-    H = np.array(H, dtype=np.float64)
+    W = np.array(float_array(W, "W", ndim=2, what="(out_features, in_features)"))  # a copy
     O, I = W.shape
-    if H.shape != (I, I):
-        raise ValueError(f"H has shape {H.shape}, expected ({I}, {I}) for W of shape {W.shape}")
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits={bits} is outside 1..8; GPTQ here quantizes to uniform int grids")
-    g = I if group_size is None else int(group_size)
-    if I % g:
-        raise ValueError(f"group_size {g} does not divide in_features {I}; use a divisor")
-    if scale_dtype not in ("float32", "float16"):
-        raise ValueError(f"scale_dtype must be 'float32' or 'float16', got {scale_dtype!r}")
+    H = float_array(H, "H", ndim=2, what="(in_features, in_features)", dtype=np.float64)
+    check_shape(H, "H", (I, I), f"W of shape {W.shape} has {I} in_features")
+    H = np.array(H)  # a copy: we edit it
+    bits = check_bits(bits, allowed=UINT_BITS)  # codes are uint{bits}: a format in the table
+    g = I if group_size is None else per_group((O, I), group_size)[1]
+    check_option(scale_dtype, "scale_dtype", ("float32", "float16"))
+    check_option(group_params_from, "group_params_from", ("current", "chunk_start"))
+    check_real(damp, "damp", 0.0)
     fit = mse_qparams if mse else minmax_qparams
 
     def qparams(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +263,9 @@ def gptq_quantize(
 ) -> GPTQResult:
     """Quantize W (O, I) with GPTQ given the layer Hessian H = 2XᵀX/N (I, I).
 
-    ``group_size=None`` is per-channel. ``mse=True`` chooses each group's (scale, zero) by the
+    ``bits`` is 2, 3, 4, 6 or 8 (the codes are uint{bits}, a format of the table; there is no
+    uint1, uint5 or uint7). ``group_size=None`` is per-channel. ``mse=True`` chooses each
+    group's (scale, zero) by the
     reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
     ``scale_dtype="float16"`` rounds each scale to float16 *before* its codes are chosen (as
     stored by GPTQ/AutoGPTQ checkpoints), so codes and stored scales agree exactly.
@@ -270,8 +278,7 @@ def gptq_quantize(
     >>> r.codes.shape, int(r.codes.max()) <= 7, r.scale.shape
     ((8, 16), True, (8, 1))
     """
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk} must be a positive number of columns (GPTQ uses 128)")
+    check_int(chunk, "chunk (columns updated lazily at once; GPTQ uses 128)")
     # 1)–4) dead inputs, static groups, act-order, U (see `prepare`)
     Wp, U32, perm, groups, damp_used = prepare(
         W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,

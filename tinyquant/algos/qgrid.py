@@ -13,6 +13,8 @@ These are the row-wise building blocks GPTQ and AWQ call inside their loops; the
 MSE (GPTQ ``quant.py``'s ``mse=True``): shrink the range by p = 1 − i/n_candidates for
 i < max_shrink·n_candidates and keep, per row, the p with the smallest Σ|w − ŵ|^2.4.
 Whole-tensor quantization with any block size is ``affine`` directly (see ``rtn.py``).
+Every public function checks its arguments first (``quant.checks``): W a finite 2-D float
+array, bits one of ``UINT_BITS`` = (2, 3, 4, 6, 8) — the unsigned formats of the table.
 Shapes: O rows (output channels), n elements per row (a group), I in features, g group size.
 """
 
@@ -21,7 +23,19 @@ from __future__ import annotations
 import numpy as np
 
 from tinyquant.quant.affine import qparams_from_range
+from tinyquant.quant.checks import check_bits, check_int, check_option, check_real, float_array
+from tinyquant.quant.formats import FORMATS
 from tinyquant.quant.granularity import per_group
+
+# the widths with an unsigned format in the table: the grid's codes are uint{bits}
+UINT_BITS = tuple(sorted(f.bits for f in FORMATS.values() if f.kind == "int" and f.qmin == 0))
+ROWS = "(rows, elements per row)"
+
+
+def check_rows(W, bits) -> tuple[np.ndarray, int]:
+    """W as a finite non-empty float32 (O, n) array and bits among ``UINT_BITS``."""
+    return float_array(W, "W", ndim=2, what=ROWS), check_bits(bits, allowed=UINT_BITS)
+
 
 __all__ = ["quantize_codes", "minmax_qparams", "mse_qparams", "quantize_rows", "fake_quantize_rows"]
 
@@ -56,9 +70,9 @@ def minmax_qparams(
     >>> minmax_qparams(np.array([[1.0, 4.0]]), 2, False, convention="awq")[1].tolist()
     [0.0]
     """
-    if convention not in ("gptq", "awq"):
-        raise ValueError(f"convention must be 'gptq' or 'awq', got {convention!r}")
-    lo, hi = _row_range(np.asarray(W, np.float32), convention)
+    check_option(convention, "convention", ("gptq", "awq"))
+    W, bits = check_rows(W, bits)
+    lo, hi = _row_range(W, convention)
     s, z = qparams_from_range(lo, hi, f"uint{bits}", symmetric, convention=convention)
     return s, z.astype(np.float32)
 
@@ -77,7 +91,10 @@ def mse_qparams(
     >>> float(mse_qparams(W, 2, False)[0][0]) < float(minmax_qparams(W, 2, False)[0][0])
     True
     """
-    W = np.asarray(W, np.float32)
+    W, bits = check_rows(W, bits)
+    n_candidates = check_int(n_candidates, "n_candidates", 1, 10_000)
+    max_shrink = check_real(max_shrink, "max_shrink", 0.0, 1.0)
+    norm = check_real(norm, "norm", 0.0, open_lo=True)
     maxq = 2**bits - 1
     lo, hi = _row_range(W, "gptq")
     scale, zero = minmax_qparams(W, bits, symmetric)
@@ -113,7 +130,8 @@ def quantize_rows(
     >>> c.tolist(), s.tolist(), z.tolist()
     ([[0, 1, 2, 3]], [[1.0]], [[0.0]])
     """
-    W = np.asarray(W, np.float32)
+    W, bits = check_rows(W, bits)
+    check_option(scale_dtype, "scale_dtype", ("float32", "float16"))
     O, I = W.shape
     g = per_group((O, I), I if group_size is None else group_size)[1]
     Wg = W.reshape(O * (I // g), g)  # (O·G, g)
@@ -121,7 +139,13 @@ def quantize_rows(
         s, z = mse_qparams(Wg, bits, symmetric)
     else:
         s, z = minmax_qparams(Wg, bits, symmetric, convention)
-    s = s.astype(scale_dtype).astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        s = s.astype(scale_dtype).astype(np.float32)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError(
+            f"W: a scale does not fit in {scale_dtype} (|W| too large or too small for it); "
+            "use scale_dtype='float32'"
+        )
     c = quantize_codes(Wg, s[:, None], z[:, None], 2**bits - 1)  # (O·G, g)
     return c.reshape(O, I), s.reshape(O, I // g), z.reshape(O, I // g)
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyquant.quant.checks import check_int, float_array
+
 
 def _paley2_12() -> np.ndarray:
     """The symmetric Hadamard matrix of order 12 = 2(q + 1), q = 5 (Paley construction II)."""
@@ -65,11 +67,34 @@ def hadamard_transform(x: np.ndarray, normalize: bool = True) -> np.ndarray:
     >>> bool(np.allclose(hadamard_transform(hadamard_transform(x)), x))   # H/√n is involutive
     True
     """
-    x = np.asarray(x)
+    x = np.asarray(x) if not isinstance(x, str | bytes) else x
+    if getattr(x, "dtype", None) is not None and x.dtype.kind in "iu":
+        x = x.astype(np.float64)  # integers transform exactly in float64 (as before)
+    x = float_array(x, "x", dtype=np.result_type(np.asarray(x).dtype, np.float32))
     n = x.shape[-1]
     m, p = _split(n)
-    lead = x.shape[:-1]
-    y = np.array(x, dtype=np.result_type(x.dtype, np.float32)).reshape(-1, m, p)  # (N, m, p)
+    # |entries| grow up to n·max|x| before the division by √n: scale by an exact power of two
+    # when that would overflow (results otherwise unchanged), and refuse a true overflow
+    big = np.finfo(x.dtype).max / (2 * n)
+    amax = float(np.abs(x).max())
+    if amax > big:
+        k = int(np.ceil(np.log2(amax / big)))
+        y = _transform(np.ldexp(x, -k), m, p, normalize)
+        with np.errstate(over="ignore"):
+            y = np.ldexp(y, k)
+        if not np.isfinite(y).all():
+            raise ValueError(
+                f"x (max |x| = {amax:g}) transforms to values beyond the {x.dtype} range; "
+                "rescale x first"
+            )
+        return y
+    return _transform(x, m, p, normalize)
+
+
+def _transform(x: np.ndarray, m: int, p: int, normalize: bool) -> np.ndarray:
+    """The butterflies of ``hadamard_transform`` on a validated float array x (…, m·p)."""
+    n, lead = m * p, x.shape[:-1]
+    y = np.array(x).reshape(-1, m, p)  # (N, m, p), a copy
     h = 1
     while h < p:  # fast Walsh–Hadamard on the last axis: log2(p) butterfly stages
         y = y.reshape(-1, m, p // (2 * h), 2, h)
@@ -89,6 +114,7 @@ def hadamard_matrix(n: int) -> np.ndarray:
     >>> bool(np.array_equal(H @ H.T, 12 * np.eye(12)) and np.array_equal(H, H.T))
     True
     """
+    check_int(n, "n", maximum=4096)  # n² entries
     return hadamard_transform(np.eye(n), normalize=False).astype(np.int64)
 
 
@@ -107,17 +133,28 @@ class RandomHadamard:
     signs: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_int(self.n, "n (the rotated dimension)", maximum=2**20)
+        check_int(self.seed, "seed", minimum=0)
         _split(self.n)  # validates n
         s = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=self.n).astype(np.float32)
         object.__setattr__(self, "signs", s)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """x R = (x ⊙ d) H / √n along the last axis."""
-        return hadamard_transform(np.asarray(x) * self.signs)
+        return hadamard_transform(self._check(x) * self.signs)
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = float_array(x, "x", dtype=np.asarray(x).dtype)
+        if x.shape[-1] != self.n:
+            raise ValueError(
+                f"x has shape {x.shape} but the rotation is of order {self.n}; its last axis "
+                f"must have {self.n} entries"
+            )
+        return x
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """y Rᵀ = (y H / √n) ⊙ d (H is symmetric)."""
-        return hadamard_transform(y) * self.signs
+        return hadamard_transform(self._check(y)) * self.signs
 
     def matrix(self) -> np.ndarray:
         """R (n, n) explicitly (for tests and small demos)."""

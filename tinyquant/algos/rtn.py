@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyquant.quant import QTensor, get_format, quantize_tensor
+from tinyquant.quant import QTensor, get_format, per_group, quantize_tensor
+from tinyquant.quant.checks import float_array
 
 
 def rtn_quantize(
@@ -36,10 +37,8 @@ def rtn_quantize(
     >>> bool(np.abs(qt.dequantize() - W).max() <= qt.scale.max() / 2 + 1e-6)
     True
     """
-    W = np.asarray(W, dtype=np.float32)
-    if W.ndim != 2:
-        raise ValueError(f"W must be 2-D (out, in), got shape {W.shape}")
-    g = W.shape[1] if group_size is None else int(group_size)
+    W = float_array(W, "W", ndim=2, what="(out_features, in_features)")
+    g = W.shape[1] if group_size is None else per_group(W.shape, group_size)[1]
     f = get_format(fmt)
     if f.kind != "int":  # nf4, fp4, fp8: absmax/scaled formats have one convention of their own
         return quantize_tensor(W, f, (1, g), scale_dtype=scale_dtype)

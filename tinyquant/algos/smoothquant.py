@@ -27,6 +27,7 @@ import numpy as np
 
 from tinyquant.algos.fold import PAIRS, fold_scales
 from tinyquant.quant.activations import fake_quantize_activations
+from tinyquant.quant.checks import check_int, check_real, check_shape, float_array
 
 SMOOTHED = {"attn_norm": ("attn_q", "attn_k", "attn_v"), "ffn_norm": ("ffn_gate", "ffn_up")}
 
@@ -39,14 +40,25 @@ def smooth_scales(
     >>> smooth_scales(np.array([16.0, 1.0]), [np.array([[1.0, 1.0]])], 0.5).tolist()
     [4.0, 1.0]
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"alpha must be in [0, 1], got {alpha}; the paper uses 0.5 (0.75–0.85 for GLM)"
-        )
-    w_max = np.max([np.abs(np.asarray(w, np.float64)).max(axis=0) for w in weights], axis=0)
+    alpha = check_real(alpha, "alpha (the paper uses 0.5; 0.75–0.85 for GLM)", 0.0, 1.0)
+    act_max = float_array(act_max, "act_max", ndim=1, what="(in_features,)", dtype=np.float64)
+    weights = _check_weights(weights, act_max.size, "act_max")
+    w_max = np.max([np.abs(w).max(axis=0) for w in weights], axis=0)
     w_max = np.maximum(w_max, 1e-5)  # (I,)
-    a = np.maximum(np.asarray(act_max, np.float64), 1e-5)
+    a = np.maximum(act_max, 1e-5)
     return np.maximum(a**alpha / w_max ** (1 - alpha), 1e-5)
+
+
+def _check_weights(weights: Sequence[np.ndarray], n: int, by: str) -> list[np.ndarray]:
+    """Each weight a finite (O, n) float array, as float64; n in features implied by ``by``."""
+    if isinstance(weights, np.ndarray) or len(weights) == 0:
+        raise ValueError("weights must be a non-empty list of (out, in) arrays, e.g. [W_q, W_k]")
+    out = []
+    for k, w in enumerate(weights):
+        w = float_array(w, f"weights[{k}]", ndim=2, what="(out, in)", dtype=np.float64)
+        check_shape(w, f"weights[{k}]", (len(w), n), f"{by} has {n} input channels")
+        out.append(w)
+    return out
 
 
 def apply_smoothing(params: dict, i: int, norm: str, s: np.ndarray) -> dict:
@@ -63,7 +75,9 @@ def apply_smoothing(params: dict, i: int, norm: str, s: np.ndarray) -> dict:
     if norm not in SMOOTHED:
         raise ValueError(f"norm must be one of {list(SMOOTHED)}, got {norm!r}")
     p = f"blk.{i}."
-    s = np.asarray(s, np.float64)
+    s = float_array(s, "s", ndim=1, what="(in_features,)", dtype=np.float64)
+    if not np.all(s > 0):
+        raise ValueError("s must be positive (a zero or negative scale breaks x Wᵀ = (x/s)(W·s)ᵀ)")
     out = {}
     g = np.asarray(params[p + norm + ".weight"])
     out[p + norm + ".weight"] = (g / s).astype(g.dtype)
@@ -98,7 +112,10 @@ def w8a8_error(x: np.ndarray, weights: Sequence[np.ndarray], s: np.ndarray) -> f
     >>> w8a8_error(x, [W], np.ones(8)) < 1e-3
     True
     """
-    x = np.asarray(x, np.float64)
+    x = float_array(x, "x", ndim=2, what="(tokens, in_features)", dtype=np.float64)
+    weights = _check_weights(weights, x.shape[1], "x")
+    s = float_array(s, "s", ndim=1, what="(in_features,)", dtype=np.float64)
+    check_shape(s, "s", (x.shape[1],), f"x has {x.shape[1]} input channels")
     xq = fake_quant_int8_per_token(x / s)
     err = 0.0
     for w in weights:
@@ -120,6 +137,10 @@ def search_alpha(
     >>> a > 0, bool(errs.min() < errs[0])
     (True, True)
     """
+    x = float_array(x, "x", ndim=2, what="(tokens, in_features)", dtype=np.asarray(x).dtype)
+    alphas = tuple(alphas)
+    if not alphas:
+        raise ValueError("alphas is empty; pass at least one α in [0, 1]")
     act_max = np.abs(x).max(axis=0)
     errs = np.array([w8a8_error(x, weights, smooth_scales(act_max, weights, a)) for a in alphas])
     return float(alphas[int(np.argmin(errs))]), errs
@@ -131,9 +152,8 @@ def static_act_scale(act_max_tensor: float, qmax: int = 127) -> float:
     >>> static_act_scale(254.0)
     2.0
     """
-    if not act_max_tensor > 0:
-        raise ValueError("the calibrated activation max must be > 0; calibrate on real text")
-    return float(act_max_tensor) / qmax
+    amax = check_real(act_max_tensor, "act_max_tensor (calibrate on real text)", 0.0, open_lo=True)
+    return amax / check_int(qmax, "qmax")
 
 
 def smooth_model(

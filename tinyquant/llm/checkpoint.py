@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -44,8 +45,7 @@ def save_checkpoint(path: str | Path, params: dict, cfg: Config, metadata: dict)
     from safetensors.numpy import save_file
 
     _check_params(params, cfg, where=str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_path(path)
     header = {
         "format": FORMAT,
         "config": json.dumps(cfg.to_dict()),
@@ -55,8 +55,37 @@ def save_checkpoint(path: str | Path, params: dict, cfg: Config, metadata: dict)
     }
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    except OSError as err:
+        raise ValueError(f"cannot write the checkpoint {path} ({err}); pick another path") from err
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+    return path
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a writable file path (its folder created), checked before any work is done.
+
+    >>> import tempfile
+    >>> check_output_path(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: output path ... is a directory; give a file name such as .../model.safetensors
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"output path {path} is a directory; give a file name such as "
+            f"{path / 'model.safetensors'}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the folder of {path} ({err}); pick another path") from err
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{path} is not writable; pick another output path")
     return path
 
 
@@ -103,6 +132,8 @@ def read_header(path: str | Path | None = None) -> dict:
     Raises ValueError for a truncated or malformed file, FileNotFoundError if it is missing.
     """
     path = SHIPPED if path is None else Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; pass the .safetensors file in it")
     if not path.is_file():
         hint = (
             "train one with `tinyquant train`"

@@ -44,12 +44,12 @@ def generate(
         raise ValueError(
             f"prompt is {len(data)} bytes, longer than the context of {cfg.context}; shorten it"
         )
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use e.g. 0.8")
-    if top_k is not None and not (1 <= int(top_k) <= cfg.vocab_size):
-        raise ValueError(f"top_k must be in [1, {cfg.vocab_size}] or None, got {top_k}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    if not (isinstance(temperature, int | float | np.floating) and 0 < temperature < np.inf):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}; use 0.8")
+    if top_k is not None and not (_whole(top_k) and 1 <= top_k <= cfg.vocab_size):
+        raise ValueError(f"top_k must be an integer in [1, {cfg.vocab_size}] or None, got {top_k}")
+    if not (_whole(n) and n >= 0):
+        raise ValueError(f"n must be an integer >= 0 (bytes to sample), got {n!r}")
     rng = np.random.default_rng(seed)
     dtype = params["token_embd.weight"].dtype
     seq = [int(b) for b in data]
@@ -57,7 +57,11 @@ def generate(
     logits = forward(params, np.array(seq), cfg, cache=cache)[0, -1]  # (V,)
     out: list[int] = []
     for _ in range(n):
-        z = logits.astype(np.float64) / temperature
+        with np.errstate(over="ignore"):
+            z = logits.astype(np.float64) / temperature
+        if not np.isfinite(z).all():  # a tiny temperature overflows: shift first (→ greedy)
+            with np.errstate(over="ignore"):
+                z = (logits.astype(np.float64) - logits.max()) / temperature
         if top_k is not None:
             kth = np.sort(z)[-int(top_k)]
             z = np.where(z < kth, -np.inf, z)
@@ -72,3 +76,8 @@ def generate(
         else:
             logits = forward(params, np.array([nxt]), cfg, cache=cache)[0, -1]
     return decode(np.array(out, dtype=np.uint8))
+
+
+def _whole(v) -> bool:
+    """An integer (not a bool, not 3.0)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)

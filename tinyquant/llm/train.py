@@ -20,7 +20,7 @@ import numpy as np
 
 from tinyquant.llm import data as D
 from tinyquant.llm.backward import AdamW, clip_grads, loss_and_grads
-from tinyquant.llm.checkpoint import save_checkpoint
+from tinyquant.llm.checkpoint import check_output_path, save_checkpoint
 from tinyquant.llm.model import Config, init_params
 from tinyquant.llm.nll import eval_loss
 
@@ -83,6 +83,8 @@ def train(
     """
     from tqdm import tqdm
 
+    if out is not None:
+        out = check_output_path(out)  # before training: a bad path must not waste the run
     train_data = D.train_bytes() if train_data is None else train_data
     val_data = D.val_bytes() if val_data is None else val_data
     params = init_params(cfg, seed=tc.seed)

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .checks import as_float32, check_finite, check_option, check_real
 from .formats import Format, get_format
 from .granularity import check_block_size, num_blocks
 
@@ -71,56 +72,6 @@ __all__ = [
 
 CONVENTIONS = ("restricted", "full", "gptq", "awq")
 SCALE_FLOOR = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2^-126
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-# ---------------------------------------------------------------------------------------------
-def check_finite(x: np.ndarray, name: str = "x") -> None:
-    """Raise ValueError naming how many values are NaN/Inf and where the first one is.
-
-    >>> check_finite(np.array([[1.0, np.nan], [np.inf, 2.0]]))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: x has 2 non-finite values (1 NaN, 1 Inf); the first is nan at index (0, 1)...
-    """
-    bad = ~np.isfinite(x)
-    if bad.any():
-        n_nan = int(np.isnan(x).sum())
-        n_bad = int(bad.sum())
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} has {n_bad} non-finite values ({n_nan} NaN, {n_bad - n_nan} Inf); "
-            f"the first is {x[first]} at index {first}. "
-            "Remove or replace them (e.g. np.nan_to_num) before quantizing"
-        )
-
-
-def as_float32(x: np.ndarray, name: str = "x") -> np.ndarray:
-    """x as a float32 array of rank ≥ 1, or a ValueError naming ``name`` (dtype, 0-d, NaN/Inf).
-
-    >>> as_float32(np.array([1, 2]))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: x has dtype int64; quantize floating-point arrays (float16/32/64), ...
-    """
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise ValueError(
-            f"{name} has dtype {x.dtype}; quantize floating-point arrays "
-            f"(float16/32/64), e.g. {name}.astype(np.float32)"
-        )
-    if x.ndim == 0:
-        raise ValueError(f"{name} is a 0-d scalar; pass at least a 1-D array (e.g. x[None])")
-    with np.errstate(over="ignore"):
-        x32 = x.astype(np.float32, copy=False)
-    if x.dtype != np.float32 and np.isfinite(x).all() and not np.isfinite(x32).all():
-        raise ValueError(
-            f"{name} has values beyond the float32 range (|x| > 3.4e38) that become inf when "
-            "cast to float32; rescale x first"
-        )
-    check_finite(x32, name)
-    return x32
 
 
 def _int_format(fmt: str | Format) -> Format:
@@ -217,8 +168,7 @@ def qparams_from_range(
     (0.004705882165580988, 43)
     """
     f = _int_format(fmt)
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; choose one of {CONVENTIONS}")
+    check_option(convention, "convention", CONVENTIONS)
     lo = np.asarray(lo, dtype=np.float32)
     hi = np.asarray(hi, dtype=np.float32)
     if lo.shape != hi.shape:
@@ -329,8 +279,7 @@ def choose_qparams(
     """
     x = as_float32(x)
     block = check_block_size(x.shape, block_size)
-    if not 0.0 < clip_ratio <= 1.0:
-        raise ValueError(f"clip_ratio must be in (0, 1], got {clip_ratio}")
+    clip_ratio = check_real(clip_ratio, "clip_ratio", 0.0, 1.0, open_lo=True)
     lo, hi = block_minmax(x, block)
     if clip_ratio != 1.0:
         lo, hi = lo * np.float32(clip_ratio), hi * np.float32(clip_ratio)
@@ -357,11 +306,9 @@ def quantize(
     """
     f = _int_format(fmt)
     x = as_float32(x)
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero)
-    if np.any(~(scale > 0)):
-        raise ValueError("scale must be positive and finite; use choose_qparams to get one")
+    scale, zero = _check_scale_zero(scale, zero)
     if block_size is None:
+        _check_broadcast(x.shape, scale, zero)
         q = np.rint(x / scale) + zero
     else:
         block = _check_params(x.shape, scale, block_size)
@@ -369,6 +316,35 @@ def quantize(
         zb = _per_block(np.broadcast_to(zero, scale.shape), block)
         q = (np.rint(xb / _per_block(scale, block)) + zb).reshape(x.shape)
     return np.clip(q, f.qmin, f.qmax).astype(code_dtype(f))
+
+
+def _check_scale_zero(scale, zero) -> tuple[np.ndarray, np.ndarray]:
+    """scale: positive finite float32; zero: finite and integer-valued (x = 0 must be exact)."""
+    with np.errstate(over="ignore"):
+        scale = np.asarray(scale, dtype=np.float32)
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError("scale must be positive and finite; use choose_qparams to get one")
+    zero = np.asarray(zero)
+    if zero.dtype.kind not in "iuf" or (
+        zero.dtype.kind == "f" and not np.all(np.isfinite(zero) & (zero == np.rint(zero)))
+    ):
+        raise ValueError(
+            f"zero must be integer-valued and finite (dtype {zero.dtype}); use choose_qparams "
+            "to get one, or np.rint(zero)"
+        )
+    return scale, zero
+
+
+def _check_broadcast(x_shape, scale: np.ndarray, zero: np.ndarray) -> None:
+    try:
+        ok = np.broadcast_shapes(tuple(x_shape), scale.shape, zero.shape) == tuple(x_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"scale {scale.shape} and zero {zero.shape} do not broadcast against x "
+            f"{tuple(x_shape)}; pass block_size, or per-row parameters of shape (O, 1)"
+        )
 
 
 def dequantize(
@@ -386,10 +362,10 @@ def dequantize(
     codes = np.asarray(codes)
     if codes.dtype.kind not in "iu":
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero)
+    scale, zero = _check_scale_zero(scale, zero)
     c = codes.astype(np.float32)
     if block_size is None:
+        _check_broadcast(codes.shape, scale, zero)
         return ((c - zero.astype(np.float32)) * scale).astype(np.float32)
     block = _check_params(codes.shape, scale, block_size)
     cb = c.reshape(_blocked_shape(codes.shape, block))  # (n0, b0, n1, b1, …)

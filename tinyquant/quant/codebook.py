@@ -33,7 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .affine import as_float32, block_minmax, expand
+from .affine import block_minmax, expand
+from .checks import as_float32, check_int
 from .formats import NF4_CODE, Format, get_format
 from .granularity import check_block_size, per_group
 from .pack import pack
@@ -137,7 +138,8 @@ def quantize_codebook(
     4.127
     """
     f = _codebook_format(fmt)
-    x = as_float32(x)
+    x = as_float32(x, nonempty=True)
+    dq_block = check_int(dq_block, "dq_block")
     if block_size is None:
         default = 256 if f.name == "dynamic8" else 64
         block_size = per_group(x.shape, min(default, x.shape[-1]))
@@ -149,7 +151,10 @@ def quantize_codebook(
     if not double_quant:
         return QTensor(codes, absmax, None, f, block, x.shape)
     # double quantization (QLoRA §3): c2 = absmax − mean, 8-bit dynamic map, blocks of 256
-    offset = np.float32(absmax.mean(dtype=np.float32))
+    with np.errstate(over="ignore"):
+        offset = np.float32(absmax.mean(dtype=np.float32))  # bitsandbytes' float32 mean
+    if not np.isfinite(offset):  # the float32 sum overflowed (absmax near 3.4e38): float64
+        offset = np.float32(absmax.mean(dtype=np.float64))
     c2 = (absmax.reshape(-1) - offset).astype(np.float32)  # (n,)
     c2 = np.concatenate([c2, np.zeros((-c2.size) % dq_block, np.float32)])  # (n_pad,)
     nested = quantize_codebook(c2, "dynamic8", block_size=(min(dq_block, c2.size),))

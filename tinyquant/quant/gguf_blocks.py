@@ -39,9 +39,11 @@ Shape legend: x (…, n), n a multiple of 32; blocks (…, n/32, 32); bytes (…
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .affine import as_float32
+from .checks import as_float32, check_int
 from .floats import decode, encode
 from .kquant_search import _sum, make_qkx_quants, make_qx_quants
 
@@ -66,16 +68,35 @@ def roundf(v: np.ndarray) -> np.ndarray:
 def _blocks(x: np.ndarray, kind: str) -> np.ndarray:
     if kind not in GGUF_BLOCK_BYTES:
         raise ValueError(f"unknown gguf block type {kind!r}; choose from {list(GGUF_BLOCK_BYTES)}")
-    x = as_float32(x)
+    x = as_float32(x, nonempty=True)
     n = x.shape[-1]
     if n % QK:
         raise ValueError(f"last dimension {n} is not a multiple of {QK}; pad it to {n + (-n) % QK}")
     return x.reshape(*x.shape[:-1], n // QK, QK)  # (…, nb, 32)
 
 
-def _fp16_bytes(v: np.ndarray) -> np.ndarray:
-    """float32 (…, nb, 1) → its FP16 bits as two little-endian bytes (…, nb, 2)."""
+def _fp16_bytes(v: np.ndarray, what: str = "scale d") -> np.ndarray:
+    """float32 (…, nb, 1) → its FP16 bits as two little-endian bytes (…, nb, 2).
+
+    |v| > 65504 is refused (the block would decode to inf); a scale d with 0 < |d| < 2⁻²⁵
+    rounds to 0, as in llama.cpp, and the block decodes to zeros: a RuntimeWarning says so.
+    """
     bits = encode(v[..., 0], "fp16")  # (…, nb) uint16
+    back = decode(bits, "fp16")
+    if not np.isfinite(back).all():
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(back))[0])
+        raise ValueError(
+            f"x: the block at {first} needs a {what} = {float(v[..., 0][first]):g} beyond the "
+            "fp16 range (65504); rescale x (or use another block type)"
+        )
+    lost = (back == 0) & (v[..., 0] != 0)
+    if what == "scale d" and lost.any():
+        warnings.warn(
+            f"x: {int(lost.sum())} block(s) have a scale d below fp16's smallest subnormal "
+            f"(first at {tuple(int(i) for i in np.argwhere(lost)[0])}); they decode to zeros",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return np.stack([bits & 0xFF, bits >> 8], axis=-1).astype(np.uint8)
 
 
@@ -109,7 +130,7 @@ def _weighted(xb: np.ndarray, kind: str, imatrix: np.ndarray) -> list[np.ndarray
         parts = [_fp16_bytes(d[:, None]), L]
     else:
         d, mn, L = make_qkx_quants(x32, w32, 15 if kind == "q4_1" else 31, -0.9, 0.05, 36)
-        parts = [_fp16_bytes(d[:, None]), _fp16_bytes(-mn[:, None]), L]
+        parts = [_fp16_bytes(d[:, None]), _fp16_bytes(-mn[:, None], "minimum m"), L]
     return [p.reshape(*lead, nb, -1) for p in parts]
 
 
@@ -156,7 +177,7 @@ def quantize_gguf(x: np.ndarray, kind: str = "q8_0", imatrix: np.ndarray | None 
         q = np.trunc((xb - lo) * _inverse(d) + np.float32(0.5)).astype(np.float32)
         q = np.clip(q, 0, top).astype(np.uint8)
         body = [_nibbles(q)] if kind == "q4_1" else [_qh(q), _nibbles(q & 0xF)]
-        out = np.concatenate([_fp16_bytes(d), _fp16_bytes(lo), *body], -1)
+        out = np.concatenate([_fp16_bytes(d), _fp16_bytes(lo, "minimum m"), *body], -1)
     return out.reshape(*lead, -1)
 
 
@@ -170,10 +191,13 @@ def dequantize_gguf(data: np.ndarray, kind: str, n: int) -> np.ndarray:
     if kind not in GGUF_BLOCK_BYTES:
         raise ValueError(f"unknown gguf block type {kind!r}; choose from {list(GGUF_BLOCK_BYTES)}")
     data = np.asarray(data)
+    n = check_int(n, "n")
     size = GGUF_BLOCK_BYTES[kind]
-    if data.dtype != np.uint8 or n % QK or data.shape[-1] != n // QK * size:
+    if n % QK:
+        raise ValueError(f"n = {n} values per row is not a multiple of {QK} ({kind} blocks)")
+    if data.dtype != np.uint8 or data.ndim == 0 or data.shape[-1] != n // QK * size:
         raise ValueError(
-            f"{kind}: {n} values need uint8 rows of {n // QK * size} bytes, "
+            f"data: {kind} rows of n = {n} values need uint8 rows of {n // QK * size} bytes, "
             f"got {data.dtype} {data.shape}"
         )
     blk = data.reshape(*data.shape[:-1], n // QK, size).astype(np.uint16)  # (…, nb, bytes)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .checks import check_int, divisors_near
+
 __all__ = [
     "per_tensor",
     "per_channel",
@@ -28,7 +30,9 @@ __all__ = [
 
 
 def _shape(shape: Sequence[int]) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in shape)
+    if isinstance(shape, str) or not isinstance(shape, Sequence):
+        raise TypeError(f"shape must be a tuple of ints, got {type(shape).__name__} {shape!r}")
+    shape = tuple(check_int(d, "every dimension of shape", minimum=None) for d in shape)
     if len(shape) == 0:
         raise ValueError("shape () has no axes; quantize at least a 1-D array")
     if any(d <= 0 for d in shape):
@@ -66,10 +70,6 @@ def per_token(shape: Sequence[int]) -> tuple[int, ...]:
     return per_channel(shape)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def per_group(shape: Sequence[int], group_size: int) -> tuple[int, ...]:
     """Blocks of ``group_size`` consecutive elements along the last (input) axis.
 
@@ -81,13 +81,10 @@ def per_group(shape: Sequence[int], group_size: int) -> tuple[int, ...]:
     ValueError: group_size 64 does not divide ... 96 ...; use a divisor such as 32, 48 or 96
     """
     shape = _shape(shape)
-    g = int(group_size)
-    if g <= 0:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    g = check_int(group_size, "group_size")
     n = shape[-1]
     if n % g != 0:
-        near = sorted(_divisors(n), key=lambda d: (abs(d - g), -d))[:3]
-        near = sorted(near)
+        near = divisors_near(n, g)
         hint = str(near[-1])
         if len(near) > 1:
             hint = ", ".join(str(d) for d in near[:-1]) + f" or {near[-1]}"
@@ -109,7 +106,11 @@ def check_block_size(shape: Sequence[int], block_size: Sequence[int]) -> tuple[i
     ValueError: block_size (1, 3) does not tile shape (4, 8): 3 does not divide 8 on axis 1; ...
     """
     shape = _shape(shape)
-    block = tuple(int(b) for b in block_size)
+    if isinstance(block_size, str) or not isinstance(block_size, Sequence):
+        raise TypeError(
+            f"block_size must be a tuple of ints, got {type(block_size).__name__} {block_size!r}"
+        )
+    block = tuple(check_int(b, "every entry of block_size", minimum=None) for b in block_size)
     if len(block) != len(shape):
         raise ValueError(
             f"block_size {block} has {len(block)} axes but the tensor has shape {shape} "
@@ -117,7 +118,7 @@ def check_block_size(shape: Sequence[int], block_size: Sequence[int]) -> tuple[i
         )
     for axis, (d, b) in enumerate(zip(shape, block, strict=True)):
         if b <= 0 or d % b != 0:
-            divs = ", ".join(str(v) for v in _divisors(d)[:8])
+            divs = ", ".join(str(v) for v in divisors_near(d, max(b, 1), 8))
             raise ValueError(
                 f"block_size {block} does not tile shape {shape}: {b} does not divide {d} "
                 f"on axis {axis}; use a divisor of {d} such as {divs}"

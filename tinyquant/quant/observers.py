@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import as_float32, dequantize, fake_quantize, qparams_from_range, quantize
+from .affine import CONVENTIONS, dequantize, fake_quantize, qparams_from_range, quantize
+from .checks import as_float32, check_int, check_option, check_real
 from .formats import Format, get_format
 from .granularity import per_tensor
+
+MAX_STEPS = 1000  # MSEObserver: each step quantizes every observed value once
+MAX_BINS = 8192  # KLObserver: the search is O(bins²) (TensorRT uses 2048)
 
 __all__ = [
     "Observer",
@@ -55,14 +59,17 @@ class Observer:
         convention: str = "restricted",
         axis: int | None = None,
     ) -> None:
+        if axis is not None and (isinstance(axis, bool) or axis != -1):
+            raise ValueError(f"axis must be None or -1 (the last axis), got {axis!r}")
         self.fmt = get_format(fmt)  # the format whose range we choose
+        check_option(convention, "convention", CONVENTIONS)
         self.symmetric = symmetric  # amax-based range (True) or [min, max] with a zero-point
         self.convention = convention  # see affine.py
         self.axis = axis  # None: per-tensor; -1: one range per channel of the last axis
         self.n_batches = 0  # how many observe() calls so far
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = as_float32(x)
+        x = as_float32(x, nonempty=True)
         if self.axis is not None and self.axis not in (-1, x.ndim - 1):
             raise ValueError(f"axis must be None or -1 (the last axis), got {self.axis}")
         self.n_batches += 1
@@ -135,6 +142,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
         self, fmt="int8", symmetric=True, convention="restricted", axis=None, momentum=0.01
     ) -> None:
         super().__init__(fmt, symmetric, convention, axis)
+        momentum = check_real(momentum, "momentum", 0.0, 1.0, open_lo=True)
         self.momentum = np.float32(momentum)  # weight of the newest batch
 
     def observe(self, x: np.ndarray) -> MovingAverageMinMaxObserver:
@@ -188,8 +196,7 @@ class PercentileObserver(_SampleObserver):
 
     def __init__(self, fmt="int8", symmetric=True, convention="restricted", percentile=99.99):
         super().__init__(fmt, symmetric, convention)
-        if not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        check_real(percentile, "percentile", 0.0, 100.0, open_lo=True)
         self.percentile = percentile  # e.g. 99.99: clip the top 0.01 %
 
     def _search(self) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +223,8 @@ class MSEObserver(_SampleObserver):
 
     def __init__(self, fmt="int8", symmetric=True, convention="restricted", steps=100):
         super().__init__(fmt, symmetric, convention)
-        self.steps = steps  # grid size: r ∈ {1, 1 − 1/steps, …, 1/steps}
+        # grid size: r ∈ {1, 1 − 1/steps, …, 1/steps}
+        self.steps = check_int(steps, "steps", 1, MAX_STEPS)
         self.ratio: float | None = None  # the chosen clip ratio (after range())
 
     def error(self, ratio: float) -> float:
@@ -247,7 +255,7 @@ class KLObserver(_SampleObserver):
 
     def __init__(self, fmt="int8", convention="restricted", bins=2048):
         super().__init__(fmt, True, convention)
-        self.bins = bins  # histogram resolution over [0, amax]
+        self.bins = check_int(bins, "bins", 1, MAX_BINS)  # histogram resolution over [0, amax]
         self.divergence: np.ndarray | None = None  # KL per candidate threshold (after range())
 
     def _search(self) -> tuple[np.ndarray, np.ndarray]:

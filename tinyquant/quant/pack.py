@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_bits, check_int
+
 __all__ = ["pack", "unpack", "to_unsigned", "to_signed", "packed_length", "SUPPORTED_BITS"]
 
 SUPPORTED_BITS = (8, 6, 4, 3, 2)
@@ -40,9 +42,7 @@ _BYTES_PER_UNIT = {8: 1, 6: 3, 4: 1, 3: 3, 2: 1}
 
 
 def _check_bits(bits: int) -> int:
-    if bits not in SUPPORTED_BITS:
-        raise ValueError(f"cannot pack {bits}-bit codes; supported bits are {SUPPORTED_BITS}")
-    return int(bits)
+    return check_bits(bits, "bits (the supported bits of packing)", allowed=SUPPORTED_BITS)
 
 
 def packed_length(n: int, bits: int) -> int:
@@ -52,6 +52,7 @@ def packed_length(n: int, bits: int) -> int:
     (32, 24, 16)
     """
     bits = _check_bits(bits)
+    n = check_int(n, "n (the number of codes)", minimum=0)
     unit = _CODES_PER_UNIT[bits]
     if n % unit != 0:
         raise ValueError(
@@ -68,7 +69,10 @@ def to_unsigned(codes: np.ndarray, bits: int) -> np.ndarray:
     array([ 0,  7,  8, 15], dtype=uint8)
     """
     bits = _check_bits(bits)
-    c = np.asarray(codes).astype(np.int16) + (1 << (bits - 1))
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"codes must be an integer array, got dtype {codes.dtype}")
+    c = codes.astype(np.int16) + (1 << (bits - 1))
     if c.size and (c.min() < 0 or c.max() >= (1 << bits)):
         raise ValueError(f"signed codes outside [{-(1 << (bits - 1))}, {(1 << (bits - 1)) - 1}]")
     return c.astype(np.uint8)
@@ -81,7 +85,15 @@ def to_signed(codes: np.ndarray, bits: int) -> np.ndarray:
     array([-8, -1,  0,  7], dtype=int8)
     """
     bits = _check_bits(bits)
-    return (np.asarray(codes).astype(np.int16) - (1 << (bits - 1))).astype(np.int8)
+    c = np.asarray(codes)
+    if c.dtype.kind not in "iu":
+        raise ValueError(f"codes must be an integer array, got dtype {c.dtype}")
+    if c.size and (c.min() < 0 or c.max() >= (1 << bits)):
+        raise ValueError(
+            f"unsigned {bits}-bit codes must lie in [0, {(1 << bits) - 1}], got "
+            f"[{c.min()}, {c.max()}]"
+        )
+    return (c.astype(np.int16) - (1 << (bits - 1))).astype(np.int8)
 
 
 def pack(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -152,7 +152,10 @@ class QTensor:
         if isinstance(self.scale, QTensor):
             want = num_blocks(self.shape, self.block_size)
             flat = self.scale.dequantize().reshape(-1)[: int(np.prod(want))]  # drop the padding
-            return (flat + np.float32(self.scale_offset)).astype(np.float32).reshape(want)
+            absmax = (flat + np.float32(self.scale_offset)).astype(np.float32)
+            # an absmax is ≥ 0; the 8-bit code's error can push a small one below 0, which
+            # would flip the sign of its whole block: clamp (bitsandbytes does not)
+            return np.maximum(absmax, np.float32(0)).reshape(want)
         return np.asarray(self.scale, dtype=np.float32)
 
     def unpacked_codes(self) -> np.ndarray:
