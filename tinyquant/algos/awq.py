@@ -149,7 +149,7 @@ def search_clip(
     if x.shape[-1] != I:
         raise ValueError(f"x has shape {x.shape} but W has {I} in_features; pass x (N, {I})")
     x = x.reshape(-1, I)
-    n_grid = check_int(n_grid, "n_grid")
+    n_candidates = check_int(n_candidates, "n_candidates")
     max_shrink = check_real(max_shrink, "max_shrink", 0.0, 1.0)
     n_tokens = check_int(n_tokens, "n_tokens")
     x = x[:: max(1, len(x) // n_tokens)][:n_tokens]  # (n, I) the reference's token subsample
