@@ -156,7 +156,7 @@ def test_observers_answer_bad_input_with_a_named_error(data):
 
 
 W_NAMES = ("W", "H", "bits", "group_size", "chunk", "damp", "scale_dtype", "group_params_from",
-           "x", "max_val", "n_grid", "max_shrink", "n_tokens", "convention", "fmt", "format",
+           "x", "max_val", "n_candidates", "max_shrink", "n_tokens", "convention", "fmt", "format",
            "every dimension of shape", "in_features")  # fmt: skip
 
 
