@@ -100,3 +100,14 @@ def test_conflicting_or_impossible_options_are_one_line_errors(make, match):
     with pytest.raises(ValueError, match=match) as err:
         make()
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GPTQ(chunk=2.5), lambda: GPTQ(damp=float("inf")), lambda: Rotation(seed=-1),
+     lambda: Weights("uint4", 32.9), lambda: Weights("uint4", True), lambda: LLMInt8(float("nan")),
+     lambda: Recipe("x", calib_windows=0)],
+)  # fmt: skip
+def test_recipe_options_are_checked_when_the_recipe_is_built_not_when_it_runs(make):
+    with pytest.raises((ValueError, TypeError)):
+        make()

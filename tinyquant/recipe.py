@@ -28,6 +28,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from tinyquant.quant import MX_FORMATS, get_format
+from tinyquant.quant.checks import check_int, check_real
 
 __all__ = [
     "AWQ",
@@ -68,12 +69,8 @@ class Weights:
                 raise ValueError(f"{self.fmt} fixes its own blocks and scales; give no options")
             return
         f = get_format(self.fmt)  # raises for an unknown format
-        if self.group_size is not None and (
-            isinstance(self.group_size, bool) or not isinstance(self.group_size, int)
-        ):
-            raise ValueError(f"group_size must be an integer or None, got {self.group_size!r}")
-        if self.group_size is not None and self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.group_size is not None:
+            check_int(self.group_size, "group_size")
         if self.per_tensor and self.group_size is not None:
             raise ValueError("per_tensor and group_size conflict; choose one granularity")
         if self.scale_dtype not in ("float16", "float32"):
@@ -119,8 +116,8 @@ class GPTQ:
     name: str = field(default="gptq", init=False)
 
     def __post_init__(self) -> None:
-        if not self.damp >= 0 or self.chunk < 1:
-            raise ValueError(f"GPTQ needs damp >= 0 and chunk >= 1, got {self.damp}, {self.chunk}")
+        check_real(self.damp, "GPTQ damp", 0.0, 1e6)
+        check_int(self.chunk, "GPTQ chunk")
 
 
 @dataclass(frozen=True)
@@ -139,10 +136,8 @@ class LLMInt8:
     name: str = field(default="llm_int8", init=False)
 
     def __post_init__(self) -> None:
-        if not self.threshold > 0:
-            raise ValueError(
-                f"LLMInt8 threshold must be > 0 (the paper uses 6.0), got {self.threshold}"
-            )
+        if self.threshold != float("inf"):  # inf: no outliers, plain vector-wise int8
+            check_real(self.threshold, "LLMInt8 threshold (the paper uses 6.0)", 0.0, open_lo=True)
 
 
 METHODS = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ, "llm_int8": LLMInt8}  # name → options class
@@ -173,6 +168,9 @@ class Rotation:
 
     seed: int = 0  # seeds the random signs D
 
+    def __post_init__(self) -> None:
+        check_int(self.seed, "Rotation seed", 0)
+
 
 @dataclass(frozen=True)
 class Smooth:
@@ -182,8 +180,7 @@ class Smooth:
     pairs: tuple[str, ...] = ("qkv", "o", "gate_up", "down")  # where s is folded (fold.py)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"Smooth alpha must be in [0, 1], got {self.alpha}")
+        check_real(self.alpha, "Smooth alpha", 0.0, 1.0)
         object.__setattr__(self, "pairs", tuple(self.pairs))
         bad = set(self.pairs) - {"qkv", "o", "gate_up", "down"}
         if bad or not self.pairs:
@@ -253,8 +250,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
-        if self.calib_windows is not None and self.calib_windows < 1:
-            raise ValueError(f"calib_windows must be >= 1 or None, got {self.calib_windows}")
+        if self.calib_windows is not None:
+            check_int(self.calib_windows, "calib_windows")
 
     def assign(self, names: list[str], linears: set[str]) -> dict[str, Rule]:
         """Tensor name → the rule that applies (the last match; casts any tensor, the rest

@@ -21,7 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from tinyquant.kernels import pack_w8a8_u8, packed_linear, prepack, w8a8_packed_linear
-from tinyquant.quant import QTensor, quantize_activations, quantize_tensor
+from tinyquant.quant import (
+    QTensor,
+    per_channel,
+    per_group,
+    quantize_activations,
+    quantize_tensor,
+)
 
 from .protocol import check_input, check_path, exact_int_matmul, register
 
@@ -89,8 +95,8 @@ class QuantLinear:
         w = np.asarray(w, dtype=np.float32)
         if w.ndim != 2:
             raise ValueError(f"w must be 2-D (out, in), got shape {w.shape}")
-        g = w.shape[1] if group_size is None else int(group_size)
-        qt = quantize_tensor(w, fmt, (1, g), symmetric=symmetric)
+        block = per_channel(w.shape) if group_size is None else per_group(w.shape, group_size)
+        qt = quantize_tensor(w, fmt, block, symmetric=symmetric)
         return cls(qt, path=path, act_bits=act_bits, kernels=kernels)
 
     # -- the protocol -----------------------------------------------------------------------------
