@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +53,31 @@ def gguf_py():
     return gguf
 
 
-def temp_beside(path: Path, suffix: str) -> str:
-    """A temp file in ``path``'s directory (so the final rename is atomic), or a ValueError."""
+@contextmanager
+def written_beside(path: Path, suffix: str):
+    """Yield a temp file in ``path``'s directory; on success rename it to ``path`` (atomic),
+    on any failure remove it — a GGUF file is written complete or not at all."""
     try:
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
+        os.close(fd)
     except OSError as err:
         raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
-    os.close(fd)
-    return tmp
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_and_close(w) -> None:
+    """A ``GGUFWriter``'s header, key-values and tensors, in file order; then close it."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -160,8 +178,7 @@ def export_gguf(
     names = _ordered(params, cfg)
     types = tensor_types({n: params[n].shape for n in names}, ftype, cfg.n_heads, cfg.n_heads,
                          has_imatrix=bool(imatrix))  # fmt: skip
-    tmp = temp_beside(path, ".gguf.tmp")
-    try:
+    with written_beside(path, ".gguf.tmp") as tmp:
         w = gguf.GGUFWriter(tmp, "llama")
         w.add_name(name)
         w.add_context_length(cfg.context)
@@ -189,16 +206,7 @@ def export_gguf(
             data = encode_tensor(x, t, imatrix.get(n))
             raw = None if t in ("F32", "F16") else gguf.GGMLQuantizationType[t]
             w.add_tensor(n, data, raw_dtype=raw)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_and_close(w)
     return types
 
 

@@ -20,13 +20,12 @@ Shapes: I in features of a Linear; N calibration tokens.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from tinyquant.algos.calibrate import collect_stats
-from tinyquant.export.gguf import gguf_py, temp_beside
+from tinyquant.export.gguf import gguf_py, write_and_close, written_beside
 from tinyquant.llm.model import Config
 
 __all__ = ["compute_imatrix", "write_imatrix", "read_imatrix"]
@@ -52,8 +51,7 @@ def write_imatrix(path, imatrix: dict, n_tokens: int, chunk_size: int, dataset: 
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: directory {path.parent} does not exist")
-    tmp = temp_beside(path, ".imatrix.tmp")
-    try:
+    with written_beside(path, ".imatrix.tmp") as tmp:
         w = gguf.GGUFWriter(tmp, arch=None)
         w.add_type("imatrix")
         w.add_array("imatrix.datasets", [dataset or "tinyquant calibration"])
@@ -63,16 +61,7 @@ def write_imatrix(path, imatrix: dict, n_tokens: int, chunk_size: int, dataset: 
             sums = (np.asarray(v, np.float64) * n_tokens).astype(np.float32)
             w.add_tensor(f"{name}.in_sum2", sums[None, :])  # ggml ne [I, 1]
             w.add_tensor(f"{name}.counts", np.array([[n_tokens]], np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_and_close(w)
 
 
 def read_imatrix(path) -> dict[str, np.ndarray]:
