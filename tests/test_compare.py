@@ -61,3 +61,30 @@ def test_compare_rejects_a_non_positive_window_count(capsys):
     assert main(["compare", "--windows", "-5"]) == 2
     err = capsys.readouterr().err
     assert "must be" in err and err.count("\n") == 1
+
+
+def test_gguf_rows_count_bits_from_the_files_tensors_and_score_the_files_weights():
+    gguf = pytest.importorskip("gguf")
+    from tinyquant.compare import CompareConfig, run_compare
+    from tinyquant.llm.checkpoint import load_checkpoint
+
+    rows = run_compare(["gguf-Q4_0", "gguf-Q4_0-imatrix"], CompareConfig.quick(), progress=False)
+    plain, weighted = rows
+    params, _cfg, _ = load_checkpoint()
+    # independently: every 2-D tensor at its type's block size (Q4_0 18 B / 32, output Q6_K)
+    sizes = {"Q4_0": (32, 18), "Q6_K": (256, 210)}
+    assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q6_K] == sizes["Q6_K"]
+    bits = n = 0
+    for name, v in params.items():
+        if v.ndim == 2:
+            block, nbytes = sizes["Q6_K" if name == "output.weight" else "Q4_0"]
+            bits, n = bits + 8 * nbytes * v.size // block, n + v.size
+    assert plain["bits_per_weight"] == bits / n == weighted["bits_per_weight"]
+    assert plain["gguf_types"] == {"Q4_0": 29, "Q6_K": 1, "F32": 9}
+    assert plain["kl"] > 0 and weighted["kl"] != plain["kl"]  # the imatrix changes the codes
+    assert plain["scheme"] == "gguf-Q4_0" and weighted["scheme"] == "gguf-Q4_0-imatrix"
+
+
+def test_compare_rejects_an_unknown_gguf_type_with_the_types_it_writes(capsys):
+    assert main(["compare", "--schemes", "gguf-Q7_K", "--quick"]) == 2
+    assert "Q4_K_M" in capsys.readouterr().err

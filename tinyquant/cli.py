@@ -41,16 +41,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
     from tinyquant.api import load_recipe
-    from tinyquant.compare import CompareConfig, format_table, plot_results, run_compare, to_json
+    from tinyquant.compare import (
+        ALL_SCHEMES,
+        CompareConfig,
+        format_table,
+        plot_results,
+        run_compare,
+        to_json,
+    )
     from tinyquant.evaluate import EvalSample
-    from tinyquant.presets import PRESETS
 
     if args.schemes is not None:
         schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
         if not schemes:
             raise ValueError("--schemes is empty; name presets such as w4-rtn,w4-gptq")
     else:
-        schemes = list(PRESETS) if args.all else None
+        schemes = list(ALL_SCHEMES) if args.all else None
     if args.recipe:
         schemes = (schemes or []) + [load_recipe(p) for p in args.recipe]
     config = CompareConfig.quick() if args.quick else CompareConfig()
@@ -210,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(PRESETS),
     )
     p.add_argument("--schemes", help="comma-separated presets (default: the curated set)")
-    p.add_argument("--all", action="store_true", help="every preset")
+    p.add_argument("--all", action="store_true",
+                   help="every preset and every llama.cpp type (gguf-TYPE[-imatrix])")  # fmt: skip
     p.add_argument("--recipe", action="append", help="a recipe JSON file (repeatable)")
     p.add_argument("--quick", action="store_true", help="few windows and calibration windows")
     p.add_argument("--full", action="store_true", help="score every validation window")

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from tinyquant.bootstrap import interval_str
 from tinyquant.evaluate import EvalSample, Evaluator, row_summary
+from tinyquant.export.schemes import GGUF_SCHEMES, GGUFScheme, gguf_file
 from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.metrics import decode_tokens_per_s
@@ -36,10 +37,25 @@ from tinyquant.presets import PRESETS, get_recipe
 from tinyquant.qmodel import quantize_model
 from tinyquant.recipe import Recipe
 
-__all__ = ["CompareConfig", "DEFAULT_SCHEMES", "run_compare", "format_table", "pareto_front",
-           "plot_results", "to_json", "row_summary", "load_rows"]  # fmt: skip
+__all__ = ["CompareConfig", "DEFAULT_SCHEMES", "ALL_SCHEMES", "run_compare", "format_table",
+           "pareto_front", "plot_results", "to_json", "row_summary", "load_rows",
+           "resolve_scheme"]  # fmt: skip
 
-DEFAULT_SCHEMES = tuple(PRESETS)  # every preset fits the default run's budget
+# the default run: every preset and llama.cpp's most used file type, within 10 minutes
+DEFAULT_SCHEMES = (*PRESETS, "gguf-Q4_K_M")
+# --all: every preset and every llama.cpp type of the table, with and without an imatrix
+ALL_SCHEMES = (*PRESETS, *GGUF_SCHEMES)
+
+
+def resolve_scheme(s: str | Recipe) -> Recipe | GGUFScheme:
+    """A compare row's scheme: a Recipe, a preset name, or a llama.cpp type ``gguf-TYPE[-imatrix]``.
+
+    >>> resolve_scheme("gguf-Q2_K-imatrix").ftype, resolve_scheme("w4-rtn").name
+    ('Q2_K', 'w4-rtn')
+    """
+    if isinstance(s, Recipe):
+        return s
+    return GGUFScheme.parse(s) or get_recipe(s)
 
 
 @dataclass(frozen=True)
@@ -65,17 +81,25 @@ def run_compare(
     checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """One row per recipe (the keys of ``format_table`` and ``EvalResult.as_dict``)."""
+    """One row per recipe (the keys of ``format_table`` and ``EvalResult.as_dict``).
+
+    Recipes are quantized in memory; llama.cpp types are written as .gguf files, read back and
+    timed in llama.cpp (``path`` "llama.cpp"; tokens/s None when llama-cpp-python is absent).
+    """
     cc = config or CompareConfig()
-    recipes = [get_recipe(n) for n in (schemes or DEFAULT_SCHEMES)]  # unknown names fail first
+    recipes = [resolve_scheme(n) for n in (schemes or DEFAULT_SCHEMES)]  # unknown names fail first
     params, cfg, _meta = load_checkpoint(checkpoint)
     sha = tensors_sha256(params)
     calib = calibration_samples(cc.calib_windows, cc.calib_length, seed=cc.calib_seed)
     ev = Evaluator(params, cfg, cc.sample)
     rows = []
+    imatrix: list = []  # computed on first use, shared by every imatrix row
     bar = tqdm(recipes, desc="compare", unit="recipe", disable=not progress)
     for r in bar:
         bar.set_postfix_str(r.name)
+        if isinstance(r, GGUFScheme):
+            rows.append(_gguf_row(r, params, cfg, calib, imatrix, ev, cc))
+            continue
         t0 = time.perf_counter()
         q = quantize_model(params, cfg, r, calib if r.needs_calibration else None,
                            base_sha256=sha)  # fmt: skip
@@ -90,6 +114,38 @@ def run_compare(
             | {"tokens_per_s": tps, "path": fast.path, "quantize_seconds": seconds}
         )  # fmt: skip
     return rows
+
+
+def _gguf_row(g: GGUFScheme, params, cfg, calib, imatrix: list, ev, cc: CompareConfig) -> dict:
+    """One llama.cpp file type: write the .gguf, read it back, score it, time it in llama.cpp."""
+    import tempfile
+
+    from tinyquant.export.imatrix import compute_imatrix
+
+    t0 = time.perf_counter()
+    if g.imatrix and not imatrix:
+        imatrix.append(compute_imatrix(params, cfg, calib)[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        f = gguf_file(params, cfg, g, imatrix[0] if g.imatrix else None, f"{tmp}/m.gguf")
+        seconds = time.perf_counter() - t0
+        res = ev.evaluate(f.params)
+        try:
+            from tinyquant.export.llamacpp import llama_cpp_decode_tokens_per_s
+
+            tps = llama_cpp_decode_tokens_per_s(f.path, cfg.vocab_size, cc.decode_tokens,
+                                                repeats=cc.decode_repeats)  # fmt: skip
+            path = "llama.cpp"
+        except ValueError:  # llama-cpp-python is not installed
+            tps, path = None, "none"
+    counts: dict[str, int] = {}
+    for t in f.types.values():
+        counts[t] = counts.get(t, 0) + 1
+    return (
+        {"scheme": g.name, "description": g.description,
+         "bits_per_weight": f.bits_per_weight, "bytes": f.nbytes}
+        | res.as_dict()
+        | {"tokens_per_s": tps, "path": path, "quantize_seconds": seconds, "gguf_types": counts}
+    )  # fmt: skip
 
 
 def pareto_front(rows: Sequence[dict]) -> list[str]:
@@ -121,10 +177,14 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['scheme']} | {r['bits_per_weight']:.3f} | {r['bytes'] / 1e6:.2f} | "
             f"{r['perplexity']:.4f} | {interval_str(r['delta_ppl_pct'], r['delta_ppl_ci95'])} | "
-            f"{kl} | {r['kl_p99']:.4f} | {100 * r['top1']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{kl} | {r['kl_p99']:.4f} | {100 * r['top1']:.2f} | {_tps(r['tokens_per_s'])} | "
             f"{r['path']} |"
         )
     return "\n".join(lines)
+
+
+def _tps(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f}"
 
 
 def load_rows(path: str | Path) -> dict[str, dict]:

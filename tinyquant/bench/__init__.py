@@ -2,7 +2,8 @@
 
 Each suite module exposes ``run(quick: bool) -> list[dict]``; a row has at least ``name``,
 ``shape``, ``seconds`` (median), ``baseline``, ``baseline_seconds`` and ``speedup``.
-``tinyquant bench [SUITE] [--json] [--quick]`` runs them (see ``tinyquant.cli``).
+``tinyquant bench [SUITE] [--json] [--quick]`` runs them (see ``tinyquant.cli``); rows print
+to stderr as they finish, so that with ``--json`` stdout holds one JSON document.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 SUITES = {
     "train": "tinyquant.bench.train",
     "kernels": "tinyquant.bench.kernels",
+    "export": "tinyquant.bench.export",
 }
 
 

@@ -10,6 +10,8 @@ Shape legend: B batch, T context, N = B·T, d model width, H heads, hd head dim,
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from tinyquant.bench import time_it
@@ -103,6 +105,7 @@ def run(quick: bool = False) -> list[dict]:
             f"train  {name:24s} {row['shape']}  {sec * 1e3:8.1f} ms  "
             f"{row['tokens_per_s']:8.0f} tok/s  matmuls {base * 1e3:7.1f} ms "
             f"= {row['speedup']:.0%} of the step",
+            file=sys.stderr,  # stdout is kept for --json
             flush=True,
         )
         rows.append(row)

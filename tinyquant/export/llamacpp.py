@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["llama_cpp_quantize", "llama_cpp_logits", "llama_cpp_greedy"]
+__all__ = ["llama_cpp_quantize", "llama_cpp_logits", "llama_cpp_greedy",
+           "llama_cpp_decode_tokens_per_s"]  # fmt: skip
 
 
 def _llama_cpp():
@@ -86,5 +87,39 @@ def llama_cpp_greedy(path, tokens: np.ndarray, n: int) -> list[int]:
             out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
             llm.eval(out[-1:])
         return out
+    finally:
+        llm.close()
+
+
+def llama_cpp_decode_tokens_per_s(
+    path, vocab_size: int = 256, n_tokens: int = 64, prompt_len: int = 16, repeats: int = 3,
+    threads: int = 1,
+) -> float:  # fmt: skip
+    """llama.cpp's batch-1 greedy decoding speed on a GGUF file, timed as we time ours.
+
+    The same protocol as ``tinyquant.metrics.decode_tokens_per_s``: prefill ``prompt_len`` bytes
+    (token by token, see ``llama_cpp_logits``), one untimed step, then ``n_tokens`` timed
+    single-token steps, each taking the argmax of the last logits; median of ``repeats`` runs,
+    ``threads`` CPU threads, KV cache in llama.cpp's default F16.
+    """
+    import statistics
+    import time
+
+    lc = _llama_cpp()
+    prompt = [int(t) for t in (np.arange(prompt_len) * 7 + 65) % vocab_size]
+    llm = lc.Llama(model_path=str(path), n_ctx=max(256, prompt_len + n_tokens + 2),
+                   n_threads=threads, n_threads_batch=threads, n_batch=1, n_ubatch=1,
+                   logits_all=True, verbose=False)  # fmt: skip
+    try:
+        times = []
+        for _ in range(repeats):
+            llm.reset()
+            llm.eval(prompt)
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])  # warm step, untimed
+            t0 = time.perf_counter()
+            for _ in range(n_tokens):
+                llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+            times.append(time.perf_counter() - t0)
+        return n_tokens / statistics.median(times)
     finally:
         llm.close()
