@@ -300,3 +300,15 @@ def test_cli_exports_a_file_that_imports_back(tmp_path, capsys):
     assert main(["import", "gguf", str(out)]) == 0
     assert "blk.3.ffn_down.weight        Q8_0" in capsys.readouterr().out
     assert main(["import", "gguf", str(tmp_path / "absent.gguf")]) == 2
+
+
+@pytest.mark.parametrize("ftype", ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"])
+def test_the_mixes_bits_per_weight_without_a_file_equal_the_written_files(model, tmp_path, ftype):
+    from tinyquant.export.mix import mix_bits_per_weight
+    from tinyquant.export.schemes import file_bits
+
+    params, cfg = model
+    export_gguf(params, cfg, tmp_path / "m.gguf", ftype)
+    q_bytes, q_n, _ = file_bits(tmp_path / "m.gguf")
+    shapes = {k: v.shape for k, v in params.items()}
+    assert mix_bits_per_weight(shapes, ftype, cfg.n_heads, cfg.n_heads) == 8 * q_bytes / q_n

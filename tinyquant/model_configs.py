@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelConfig", "MODELS", "get_model", "tensor_shapes"]
+__all__ = ["ModelConfig", "MODELS", "get_model", "tensor_shapes", "gguf_shapes"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,28 @@ def tensor_shapes(m: ModelConfig) -> list[tuple[str, tuple[int, ...], int, str]]
     if not m.tied:
         t += [("head", (m.vocab, h), 1, "all")]
     return t
+
+
+def gguf_shapes(m: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """A dense model's 2-D weights under their GGUF names, (O, I) — what llama-quantize's mixes see.
+
+    >>> sh = gguf_shapes(get_model("llama-2-7b"))
+    >>> len(sh), sh["blk.31.ffn_down.weight"], sh["output.weight"]
+    (226, (4096, 11008), (32000, 4096))
+    """
+    if m.is_moe:
+        raise ValueError(f"{m.name} is a mixture of experts; GGUF names for experts are not listed")
+    names = {"embed": "token_embd", "head": "output", "attn_o": "attn_output"}
+    out = {}
+    for role, shape, _count, _read in tensor_shapes(m):
+        if len(shape) < 2:
+            continue
+        name = names.get(role, role)
+        if role in ("embed", "head"):
+            out[f"{name}.weight"] = shape
+        else:
+            out.update({f"blk.{i}.{name}.weight": shape for i in range(m.layers)})
+    return out
 
 
 _LLAMA2 = "meta-llama/Llama-2-{}-hf config.json; count: the HF model page"

@@ -24,11 +24,14 @@ Refs: llama.cpp src/llama-quant.cpp ``llama_tensor_get_type_impl``, ``tensor_typ
 
 from __future__ import annotations
 
+import math
 import re
 
 from tinyquant.presets import use_more_bits
+from tinyquant.quant.gguf_blocks import GGUF_BLOCK_BYTES
+from tinyquant.quant.kquants import KQUANT_BLOCK_BYTES
 
-__all__ = ["FILE_TYPES", "BLOCK_SIZE", "tensor_types"]
+__all__ = ["FILE_TYPES", "BLOCK_SIZE", "tensor_types", "type_bits", "mix_bits_per_weight"]
 
 # file type → its default tensor type (llama_ftype_get_default_type)
 FILE_TYPES = {
@@ -102,3 +105,28 @@ def tensor_types(
             t = {"Q2_K": "Q3_K", "Q3_K_M": "Q4_K"}.get(ftype, t)
         out[name] = _fallback(t, ncols)
     return out
+
+
+def type_bits(t: str) -> float:
+    """Stored bits per weight of one GGML type, from its block's byte layout.
+
+    >>> [type_bits(t) for t in ("Q4_0", "Q4_K", "Q6_K", "Q8_0", "F16")]
+    [4.5, 4.5, 6.5625, 8.5, 16.0]
+    """
+    if t in ("F32", "F16"):
+        return 32.0 if t == "F32" else 16.0
+    nbytes = {**GGUF_BLOCK_BYTES, **KQUANT_BLOCK_BYTES}[t.lower()]
+    return 8 * nbytes / BLOCK_SIZE[t]
+
+
+def mix_bits_per_weight(
+    shapes: dict[str, tuple[int, ...]], ftype: str, n_head: int, n_head_kv: int
+) -> float:
+    """Bits per weight of the 2-D tensors when ``ftype``'s mix quantizes a model of ``shapes``.
+
+    The same count as a written file's (``export.schemes.file_bits``), without writing it: e.g.
+    Llama-2-7B's shapes give Q4_K_M ≈ 4.85 (output Q6_K, attn_v/ffn_down Q6_K in 1/3+ of blocks).
+    """
+    types = tensor_types(shapes, ftype, n_head, n_head_kv)
+    n = {k: math.prod(v) for k, v in shapes.items() if len(v) >= 2}
+    return sum(n[k] * type_bits(types[k]) for k in n) / sum(n.values())
