@@ -244,7 +244,8 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
             lo, hi = r["delta_ppl_ci95"]
             d = r["delta_ppl_pct"]
             color = "C3" if r["scheme"] in front else "C0"
-            ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt="o", ms=5,
+            mark = "s" if r["scheme"].startswith("gguf-") else "o"  # llama.cpp files: squares
+            ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt=mark, ms=5,
                         color=color, capsize=3, zorder=3)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
         if title == "every recipe":
@@ -272,7 +273,7 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})  # fmt: skip
     axes[0].set_ylabel("Δ perplexity vs FP32, % (95% paired bootstrap interval)")
     fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model "
-                 "(red: Pareto frontier)")  # fmt: skip
+                 "(red: Pareto frontier; squares: llama.cpp .gguf files)")  # fmt: skip
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

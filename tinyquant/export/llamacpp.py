@@ -13,6 +13,9 @@ Shapes: T tokens, V vocabulary; logits (T, V) float32.
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,20 @@ def _llama_cpp():
     except ImportError as err:
         raise ValueError("llama-cpp-python is not installed; pip install -e '.[dev]'") from err
     return llama_cpp
+
+
+@contextmanager
+def _c_stderr_silenced():
+    """llama.cpp's C code logs each tensor to file descriptor 2; send it to /dev/null meanwhile."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None) -> Path:
@@ -47,7 +64,8 @@ def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None) -> Pat
             arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         arr[len(imatrix)].name = None
         p.imatrix = ctypes.cast(arr, ctypes.POINTER(lc.llama_model_imatrix_data))
-    rc = lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
+    with _c_stderr_silenced():
+        rc = lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
     if rc != 0:
         raise ValueError(f"llama_model_quantize({src} → {ftype}) failed with code {rc}")
     return Path(dst)
