@@ -187,3 +187,43 @@ def test_generate_rejects_bad_input_with_a_clear_message(params, kwargs, message
         generate(
             params, CFG, args["prompt"], 3, temperature=args["temperature"], top_k=args["top_k"]
         )
+
+
+def _gqa_config(n_kv_heads: int = 2) -> Config:
+    return Config(vocab_size=256, d_model=64, n_layers=2, n_heads=8, n_kv_heads=n_kv_heads,
+                  d_ff=96, context=32)  # fmt: skip
+
+
+def test_grouped_query_attention_equals_multi_head_attention_with_each_kv_head_repeated():
+    cfg = _gqa_config()
+    p = init_params(cfg, seed=1)
+    mha = Config(**{**cfg.to_dict(), "n_kv_heads": cfg.n_heads})
+    p2 = dict(p)
+    for i in range(cfg.n_layers):
+        for n in ("attn_k", "attn_v"):  # kv head j serves query heads 4j … 4j+3 (llama.cpp's order)
+            w = p[f"blk.{i}.{n}.weight"].reshape(cfg.n_kv_heads, cfg.head_dim, cfg.d_model)
+            p2[f"blk.{i}.{n}.weight"] = np.repeat(w, 4, axis=0).reshape(cfg.d_model, cfg.d_model)
+    toks = np.arange(20) * 7 % 256
+    np.testing.assert_allclose(forward(p, toks, cfg), forward(p2, toks, mha), rtol=0, atol=1e-6)
+    assert p["blk.0.attn_k.weight"].shape == (cfg.kv_dim, cfg.d_model) == (16, 64)
+
+
+def test_grouped_query_decoding_with_the_cache_equals_the_full_forward():
+    cfg = _gqa_config(n_kv_heads=1)
+    p = init_params(cfg, seed=2)
+    toks = np.arange(24) * 5 % 256
+    cache = new_cache(cfg)
+    assert cache.k[0].shape == (1, 1, cfg.context, cfg.head_dim)  # Hkv heads cached, not H
+    steps = [forward(p, toks[:8], cfg, cache=cache)[0]]
+    steps += [forward(p, toks[t : t + 1], cfg, cache=cache)[0] for t in range(8, 24)]
+    np.testing.assert_allclose(np.concatenate(steps), forward(p, toks, cfg)[0], atol=1e-5)
+
+
+def test_n_kv_heads_must_divide_n_heads_and_training_says_it_has_no_gqa():
+    with pytest.raises(ValueError, match="n_kv_heads 3 does not divide n_heads 8"):
+        _gqa_config(n_kv_heads=3)
+    from tinyquant.llm.backward import loss_and_grads
+
+    cfg = _gqa_config()
+    with pytest.raises(ValueError, match="grouped-query"):
+        loss_and_grads(init_params(cfg), cfg, np.zeros((1, 4), int), np.zeros((1, 4), int))

@@ -176,7 +176,7 @@ def export_gguf(
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: directory {path.parent} does not exist")
     names = _ordered(params, cfg)
-    types = tensor_types({n: params[n].shape for n in names}, ftype, cfg.n_heads, cfg.n_heads,
+    types = tensor_types({n: params[n].shape for n in names}, ftype, cfg.n_heads, cfg.n_kv_heads,
                          has_imatrix=bool(imatrix))  # fmt: skip
     with written_beside(path, ".gguf.tmp") as tmp:
         w = gguf.GGUFWriter(tmp, "llama")
@@ -186,22 +186,25 @@ def export_gguf(
         w.add_block_count(cfg.n_layers)
         w.add_feed_forward_length(cfg.d_ff)
         w.add_head_count(cfg.n_heads)
-        w.add_head_count_kv(cfg.n_heads)
+        w.add_head_count_kv(cfg.n_kv_heads)
         w.add_rope_dimension_count(cfg.d_model // cfg.n_heads)
         w.add_rope_freq_base(cfg.rope_theta)
         w.add_layer_norm_rms_eps(cfg.norm_eps)
         w.add_vocab_size(cfg.vocab_size)
         w.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{ftype}" if ftype != "F32" else "ALL_F32"]))
         w.add_tokenizer_model("llama")
-        w.add_token_list([f"<0x{b:02X}>" for b in range(cfg.vocab_size)])
+        n_byte = min(256, cfg.vocab_size)  # ids ≥ 256 (random-weight benchmark shapes only):
+        w.add_token_list([f"<0x{b:02X}>" for b in range(n_byte)]  # plain placeholder tokens
+                         + [f"<tok{b}>" for b in range(n_byte, cfg.vocab_size)])  # fmt: skip
         w.add_token_scores([0.0] * cfg.vocab_size)
-        w.add_token_types([gguf.TokenType.BYTE] * cfg.vocab_size)
+        w.add_token_types([gguf.TokenType.BYTE] * n_byte
+                          + [gguf.TokenType.NORMAL] * (cfg.vocab_size - n_byte))  # fmt: skip
         w.add_add_bos_token(False)
         w.add_add_eos_token(False)
         for n in names:
             x = np.asarray(params[n], np.float32)
-            if n.endswith(("attn_q.weight", "attn_k.weight")):
-                x = permute_qk(x, cfg.n_heads)
+            if n.endswith(("attn_q.weight", "attn_k.weight")):  # k has n_kv_heads heads
+                x = permute_qk(x, cfg.n_heads if n.endswith("attn_q.weight") else cfg.n_kv_heads)
             t = types[n]
             data = encode_tensor(x, t, imatrix.get(n))
             raw = None if t in ("F32", "F16") else gguf.GGMLQuantizationType[t]
@@ -245,15 +248,14 @@ def import_gguf(path: str | Path) -> tuple[dict, Config, dict[str, str]]:
         context=int(_field(reader, a + "context_length")),
         rope_theta=float(_field(reader, a + "rope.freq_base")),
         norm_eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon")),
+        n_kv_heads=int(_field(reader, a + "attention.head_count_kv")),
     )
-    if int(_field(reader, a + "attention.head_count_kv")) != n_head:
-        raise ValueError(f"{path}: grouped-query attention is not supported by tinyquant")
     params, types = {}, {}
     for t in reader.tensors:
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ne reversed = (O, I)
         ttype = t.tensor_type.name
         x = decode_tensor(t.data, ttype, shape)
         if t.name.endswith(("attn_q.weight", "attn_k.weight")):
-            x = unpermute_qk(x, n_head)
+            x = unpermute_qk(x, n_head if t.name.endswith("attn_q.weight") else cfg.n_kv_heads)
         params[t.name], types[t.name] = x, ttype
     return params, cfg, types

@@ -241,6 +241,10 @@ def loss_and_grads(
     >>> bool(abs(loss - np.log(256)) < 0.5), sorted(g) == sorted(p)
     (True, True)
     """
+    if cfg.n_kv_heads != cfg.n_heads:
+        raise ValueError(f"the training backward has no grouped-query attention (n_kv_heads "
+                         f"{cfg.n_kv_heads} != n_heads {cfg.n_heads}); train with n_kv_heads = "
+                         "n_heads")  # fmt: skip
     B, T = x.shape
     dtype = params["token_embd.weight"].dtype
     cos, sin = rope_tables(np.arange(T), cfg.head_dim, cfg.rope_theta, dtype)

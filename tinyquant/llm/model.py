@@ -52,9 +52,13 @@ class Config:
     context: int = 256  # maximum sequence length (bytes) seen in training and attended to
     rope_theta: float = 10000.0  # RoPE base θ (Su et al. 2021)
     norm_eps: float = 1e-5  # ε inside RMSNorm's square root
+    n_kv_heads: int | None = None  # key/value heads (GQA, Ainslie et al. 2023); None = n_heads
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
+        if self.n_kv_heads is None:  # multi-head attention: one key/value head per query head
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context",
+                     "n_kv_heads"):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -69,10 +73,23 @@ class Config:
             )
         if (self.d_model // self.n_heads) % 2:
             raise ValueError("head dim d_model / n_heads must be even for RoPE; change n_heads")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads {self.n_kv_heads} does not divide n_heads "
+                             f"{self.n_heads}; each key/value head serves n_heads / n_kv_heads "
+                             "query heads")  # fmt: skip
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        """Output width of attn_k and attn_v: n_kv_heads · head_dim (d_model without GQA).
+
+        >>> Config(d_model=64, n_heads=4, n_kv_heads=2).kv_dim
+        32
+        """
+        return self.n_kv_heads * self.head_dim
 
     @classmethod
     def tiny(cls) -> Config:
@@ -95,7 +112,7 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
         p = f"blk.{i}."
         shapes[p + "attn_norm.weight"] = (d,)
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            shapes[p + name + ".weight"] = (d, d)
+            shapes[p + name + ".weight"] = (cfg.kv_dim if name in ("attn_k", "attn_v") else d, d)
         shapes[p + "ffn_norm.weight"] = (d,)
         shapes[p + "ffn_gate.weight"] = (F, d)
         shapes[p + "ffn_up.weight"] = (F, d)
@@ -214,7 +231,7 @@ def causal_mask(T: int, S: int) -> np.ndarray:
 class KVCache:
     """Per-layer keys and values of the positions already processed.
 
-    k[i], v[i]: (B, H, context, hd) preallocated; ``pos`` positions are filled.
+    k[i], v[i]: (B, Hkv, context, hd) preallocated (Hkv key/value heads); ``pos`` are filled.
     """
 
     k: list[np.ndarray]
@@ -230,7 +247,7 @@ def new_cache(cfg: Config, batch: int = 1, dtype=np.float32) -> KVCache:
     >>> c.k[0].shape, c.pos
     ((2, 2, 32, 16), 0)
     """
-    shape = (batch, cfg.n_heads, cfg.context, cfg.head_dim)
+    shape = (batch, cfg.n_kv_heads, cfg.context, cfg.head_dim)
     return KVCache(
         k=[np.zeros(shape, dtype) for _ in range(cfg.n_layers)],
         v=[np.zeros(shape, dtype) for _ in range(cfg.n_layers)],
@@ -268,30 +285,35 @@ def attention(
     queries attend over all cached positions.
     """
     B, T, d = h.shape
-    H, hd = cfg.n_heads, cfg.head_dim
+    H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    G = H // Hkv  # query heads per key/value head (1 without GQA)
     p = f"blk.{i}."
     start = 0 if cache is None else cache.pos
     q = _lin(params, p + "attn_q.weight", h, record)  # (B, T, d)
-    k = _lin(params, p + "attn_k.weight", h, record)
+    k = _lin(params, p + "attn_k.weight", h, record)  # (B, T, Hkv·hd)
     v = _lin(params, p + "attn_v.weight", h, record)
     q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
-    k = k.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
-    v = v.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+    k = k.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)  # (B, Hkv, T, hd)
+    v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
     cos, sin = rope_tables(np.arange(start, start + T), hd, cfg.rope_theta, h.dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:
         cache.k[i][:, :, start : start + T] = k
         cache.v[i][:, :, start : start + T] = v
-        k = cache.k[i][:, :, : start + T]  # (B, H, S, hd)
+        k = cache.k[i][:, :, : start + T]  # (B, Hkv, S, hd)
         v = cache.v[i][:, :, : start + T]
     S = k.shape[2]
-    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
+    mask = causal_mask(T, S)  # (T, S)
+    if G > 1:  # query head h reads key/value head h // G (llama.cpp's order): stack a group's
+        q = q.reshape(B, Hkv, G * T, hd)  # queries as rows, never copy K/V  (B, Hkv, G·T, hd)
+        mask = np.tile(mask, (G, 1))  # (G·T, S)
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S), or (B, Hkv, G·T, S) with GQA
     scores *= 1.0 / float(np.sqrt(hd))  # a Python float keeps float32 arrays float32
-    scores += np.where(causal_mask(T, S), 0.0, -np.inf).astype(scores.dtype)  # (T, S) mask
+    scores += np.where(mask, 0.0, -np.inf).astype(scores.dtype)  # causal mask
     scores -= scores.max(axis=-1, keepdims=True)  # softmax, in place (same values as softmax())
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
-    att = scores @ v  # (B, H, T, hd)
+    att = (scores @ v).reshape(B, H, T, hd)  # (B, H, T, hd)
     return att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
 
 
