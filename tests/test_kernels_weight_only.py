@@ -122,3 +122,21 @@ def test_micro_kernel_sums_codes_times_x_with_and_without_the_lookup_table(bits,
     acc = np.empty(64, np.float32)
     run(pw.w[0], x, acc)
     assert np.array_equal(acc, codes.astype(np.float32) @ x[0])
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3, 2])
+def test_serial_and_parallel_calls_give_bit_identical_outputs(monkeypatch, bits):
+    from tinyquant.kernels import threads, weight_only
+
+    rng = np.random.default_rng(bits)
+    O, I, g = 200, 256, 64
+    packed = rng.integers(0, 256, (O, I * bits // 8), dtype=np.uint8)
+    s = rng.random((O, I // g), dtype=np.float32)
+    z = rng.integers(0, 2**bits, (O, I // g)).astype(np.float32)
+    pw = weight_only.prepack(packed, s, z, g, bits)
+    x = rng.standard_normal((3, I), dtype=np.float32)
+    monkeypatch.setattr(threads, "SERIAL_MAX_MACS", 0)  # every call parallel
+    par = weight_only.packed_linear(x, pw)
+    monkeypatch.setattr(threads, "SERIAL_MAX_MACS", 1 << 40)  # every call on one thread
+    ser = weight_only.packed_linear(x, pw)
+    assert np.array_equal(par, ser)

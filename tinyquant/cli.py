@@ -16,7 +16,7 @@ from tinyquant.export.cli import add_export_commands
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tinyquant.bench import run_suites
 
-    rows = run_suites(args.suite, quick=args.quick)
+    rows = run_suites(args.suite, quick=args.quick, shape=args.shape, threads=args.threads)
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
@@ -241,9 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="speed benchmarks, each a ratio against a baseline measured in the same run",
-        description="Run benchmark suites (all by default). Rows print as they finish.",
+        description="Run benchmark suites. Rows print to stderr as they finish; --json prints "
+        "one JSON document on stdout.",
     )
-    p.add_argument("suite", nargs="*", default=[], help="suites to run: train, kernels")
+    p.add_argument(
+        "suite",
+        nargs="*",
+        default=[],
+        help="suites: train, kernels, export (the default), decode (only when named)",
+    )
+    p.add_argument("--shape", default=None, help="decode: tinyllama-1.1b (default), small or quick")
+    p.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=None,
+        help="decode: threads for tinyquant and llama.cpp (default: all cores)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list of rows at the end")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     p.set_defaults(func=_cmd_bench)

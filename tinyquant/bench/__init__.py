@@ -17,7 +17,9 @@ SUITES = {
     "train": "tinyquant.bench.train",
     "kernels": "tinyquant.bench.kernels",
     "export": "tinyquant.bench.export",
+    "decode": "tinyquant.bench.decode",  # whole-model decoding at real shapes: only when named
 }
+DEFAULT_SUITES = ("train", "kernels", "export")
 
 
 def time_it(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> tuple[float, float]:
@@ -39,13 +41,17 @@ def time_it(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> tupl
     return statistics.median(times), min(times)
 
 
-def run_suites(names: list[str], quick: bool) -> list[dict]:
-    """Run the named suites (all when ``names`` is empty) and concatenate their rows."""
+def run_suites(names: list[str], quick: bool, **options) -> list[dict]:
+    """Run the named suites (the default ones when ``names`` is empty), concatenating their rows.
+
+    ``options`` (``shape``, ``threads``) go to the decode suite.
+    """
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise ValueError(f"unknown benchmark suite(s) {unknown}; choose from {sorted(SUITES)}")
     rows: list[dict] = []
-    for name in names or list(SUITES):
+    for name in names or list(DEFAULT_SUITES):
         module = importlib.import_module(SUITES[name])
-        rows.extend(module.run(quick=quick))
+        extra = {k: v for k, v in options.items() if v is not None} if name == "decode" else {}
+        rows.extend(module.run(quick=quick, **extra))
     return rows

@@ -46,14 +46,14 @@ def _c_stderr_silenced():
         os.close(null)
 
 
-def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None) -> Path:
+def llama_cpp_quantize(src, dst, ftype: str, imatrix: dict | None = None, threads: int = 1) -> Path:
     """Quantize GGUF ``src`` to ``dst`` with llama.cpp (``ftype`` e.g. "Q4_K_M", "Q8_0")."""
     lc = _llama_cpp()
     p = lc.llama_model_quantize_default_params()
     code = getattr(lc, f"LLAMA_FTYPE_MOSTLY_{ftype}", None)
     if code is None:
         raise ValueError(f"llama.cpp has no file type {ftype!r}")
-    p.ftype, p.nthread = code, 1
+    p.ftype, p.nthread = code, threads
     keep = []  # the float buffers must outlive the call
     if imatrix:
         arr = (lc.llama_model_imatrix_data * (len(imatrix) + 1))()  # NULL-name terminated

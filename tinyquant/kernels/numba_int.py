@@ -42,6 +42,7 @@ from .checks import (
     check_w8a8,
 )
 from .reference import quantize_per_token, scale_accumulator
+from .threads import threads_for
 from .vnni import PANEL, check_kernels, default_kernels, pack_panels, tile_1, tile_6
 
 __all__ = [
@@ -325,11 +326,12 @@ def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None)
         raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
     kind = check_kernels(p.kernels if kernels is None else kernels)
     q, s = quantize_per_token(x)  # (T, I) int8, (T,) float32 — the reference's own codes
-    if kind == "vnni" and p.kernels == "vnni":
-        acc = _vnni_u8s8(q, p.u, p.out_features)  # (T, O) raw Σ u·q
-        acc = acc - np.int32(128) * q.sum(axis=1, dtype=np.int32)[:, None]
-    else:
-        acc = matmul_u8s8(q, p.rows(), kind)  # (T, O) int32, exact
+    with threads_for(x.shape[0] * p.in_features * p.out_features):  # small: one thread
+        if kind == "vnni" and p.kernels == "vnni":
+            acc = _vnni_u8s8(q, p.u, p.out_features)  # (T, O) raw Σ u·q
+            acc = acc - np.int32(128) * q.sum(axis=1, dtype=np.int32)[:, None]
+        else:
+            acc = matmul_u8s8(q, p.rows(), kind)  # (T, O) int32, exact
     return scale_accumulator(acc, s, p.scale)  # the reference's own function
 
 

@@ -47,6 +47,7 @@ from .checks import (
     check_size,
     check_weight_only,
 )
+from .threads import threads_for
 from .unpack_dot import (
     ROWS,
     TOKENS_PER_CALL,
@@ -351,7 +352,8 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
         # 3b) the fused unpack-and-FMA kernel, zero points folded into per-group sums of x
         g = pw.group_size
         xs = x.reshape(T, I // g, g).sum(axis=2, dtype=np.float32)  # (T, G)
-        _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, g, pw.store_bits, y)
+        with threads_for(T * I * NB * ROWS):  # small calls: one thread (threads.py)
+            _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, g, pw.store_bits, y)
     y = y[:, : pw.out_features]  # (T, O)
     if k:
         with np.errstate(over="ignore"):  # inf only where x Wᵀ itself exceeds float32

@@ -1,0 +1,227 @@
+"""Whole-model decoding at real model shapes: tokens/s, bytes per token, % of the memory roofline.
+
+The model's own ``forward`` with a KV cache and quantized Linears — the code the Shakespeare
+model runs — on seeded random weights shaped like a real model. Batch-1 decoding reads every
+weight once per token, so its ceiling is
+
+    tokens/s ≤ bandwidth / bytes read per token,   bytes/token = weights + the KV cache read
+
+and ``% roofline`` = (bytes/token × tokens/s) / bandwidth, with the bandwidth measured in the
+same run (the best of a one-thread NumPy and an all-threads Numba sum of a 1 GiB array). Every
+recipe quantizes ``output`` too (as llama.cpp's types do); the embedding is a gathered row.
+The baseline of every row is FP32 decoding in the same run: ``speedup`` = its seconds per token
+over the row's. The decode context is prefilled with seeded random keys/values (the attention
+cost at that length, without a slow prefill); prefill speed is its own row.
+
+llama.cpp side by side (optional, ``llama-cpp-python``): the same weights written as an F32
+GGUF, quantized by llama.cpp's own quantizer to Q8_0 / Q4_0 / Q4_K_M (ours writes the same
+bytes; see tests/test_export_gguf.py), and decoded with the same thread count, in a child
+process (a crash there cannot take the benchmark down).
+
+Shapes: tinyllama-1.1b (d 2048, 22 layers, 32 heads, 4 kv heads, d_ff 5632, vocab 32000),
+small (d 1024, 12 layers, 16 heads, 4 kv heads, d_ff 2816), quick (CI smoke).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinyquant.llm.model import Config, forward, init_params, new_cache
+from tinyquant.presets import get_recipe
+from tinyquant.qmodel import Model, quantize_model
+from tinyquant.recipe import Recipe
+
+SHAPES = {
+    "tinyllama-1.1b": Config(vocab_size=32000, d_model=2048, n_layers=22, n_heads=32,
+                             n_kv_heads=4, d_ff=5632, context=2048),
+    "small": Config(vocab_size=32000, d_model=1024, n_layers=12, n_heads=16, n_kv_heads=4,
+                    d_ff=2816, context=2048),
+    "quick": Config(vocab_size=2048, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=768,
+                    context=256),
+}  # fmt: skip
+# row name → preset whose rules also quantize ``output`` here
+FORMATS = {"fp32": "fp32", "w8a8": "w8a8", "w8a16": "w8a16", "w4a16-g128": "w4-rtn-g128",
+           "w3a16": "w3-rtn", "w2a16-g64": "w2-rtn-g64"}  # fmt: skip
+GGUF_TYPES = ("F32", "Q8_0", "Q4_0", "Q4_K_M")
+
+
+def _with_output(name: str) -> Recipe:
+    """The preset with ``output.weight`` added to every rule's targets."""
+    r = get_recipe(name)
+    rules = [dataclasses.replace(x, targets=(*x.targets, "output.weight")) for x in r.rules]
+    return dataclasses.replace(r, rules=tuple(rules))
+
+
+def _rss() -> int:
+    """Resident set size of this process now, in bytes (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _bandwidth(quick: bool) -> float:
+    from tinyquant.bench.kernels import bandwidth
+
+    return max(r["gbps"] for r in bandwidth(quick) if r["name"] != "bandwidth_copy") * 1e9
+
+
+def weight_bytes_per_token(m: Model) -> int:
+    """Bytes a batch-1 step streams from the weights: every tensor but the embedding table."""
+    return sum(m.tensor_nbytes(n) for n in m.params if n != "token_embd.weight")
+
+
+def kv_bytes_per_token(cfg: Config, context: int) -> int:
+    """Bytes of K and V read by one step's attention over ``context`` cached positions (fp32)."""
+    return 2 * cfg.n_layers * context * cfg.kv_dim * 4
+
+
+def _decode_seconds(params, cfg, context: int, n_tokens: int, repeats: int) -> list[float]:
+    """Seconds per token of ``n_tokens`` single-token steps after ``context`` cached positions."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(repeats):
+        cache = new_cache(cfg)
+        for k, v in zip(cache.k, cache.v, strict=True):
+            k[:, :, :context] = rng.standard_normal(k[:, :, :context].shape, np.float32)
+            v[:, :, :context] = rng.standard_normal(v[:, :, :context].shape, np.float32)
+        cache.pos = context
+        forward(params, np.array([1]), cfg, cache=cache)  # warm step, untimed
+        t0 = time.perf_counter()
+        for t in range(n_tokens):
+            forward(params, np.array([(7 * t + 3) % cfg.vocab_size]), cfg, cache=cache)
+        out.append((time.perf_counter() - t0) / n_tokens)
+    return out
+
+
+def _prefill_seconds(params, cfg, n: int, repeats: int) -> list[float]:
+    toks = (np.arange(n) * 7 + 3) % cfg.vocab_size
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        forward(params, toks, cfg, cache=new_cache(cfg))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+_CHILD = """
+import json, sys
+from tinyquant.export.llamacpp import llama_cpp_decode_tokens_per_s
+a = json.loads(sys.argv[1])
+print(json.dumps(llama_cpp_decode_tokens_per_s(a["path"], a["vocab"], a["n"], a["prompt"],
+                                               a["repeats"], a["threads"])))
+"""
+
+
+def _llama_cpp_rows(params, cfg, threads, n_tokens, prompt, repeats) -> dict[str, float]:
+    """{GGUF type: llama.cpp tokens/s} — {} without llama-cpp-python; a crashed type is absent."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {}
+    from tinyquant.export.gguf import export_gguf
+    from tinyquant.export.llamacpp import llama_cpp_quantize
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = Path(tmp) / "F32.gguf"
+        export_gguf(params, cfg, f32, "F32", name="random-weights")
+        for t in GGUF_TYPES:
+            path = f32 if t == "F32" else llama_cpp_quantize(f32, Path(tmp) / f"{t}.gguf", t,
+                                                             threads=threads)  # fmt: skip
+            arg = {"path": str(path), "vocab": cfg.vocab_size, "n": n_tokens, "prompt": prompt,
+                   "repeats": repeats, "threads": threads}  # fmt: skip
+            cmd = [sys.executable, "-c", _CHILD, json.dumps(arg)]
+            child = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            if child.returncode == 0:
+                out[t] = float(child.stdout.strip().splitlines()[-1])
+            else:
+                print(f"llama.cpp {t}: exit {child.returncode}", file=sys.stderr)
+            if path != f32:
+                path.unlink()
+    return out
+
+
+def run(quick: bool = False, shape: str | None = None, threads: int | None = None) -> list[dict]:
+    """One row per (format, context) and a prefill row per format, then llama.cpp's rows."""
+    import numba
+
+    name = "quick" if quick and shape is None else (shape or "tinyllama-1.1b")
+    if name not in SHAPES:
+        raise ValueError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
+    cfg = SHAPES[name]
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    contexts = (16, 200) if name == "quick" else (16, 512, 1536)  # + the timed steps < context
+    n_tok, reps, n_pre = (4, 2, 32) if quick else (8, 3, 128)
+    bw = _bandwidth(quick)
+    print(f"# decode {name}: {cfg}; {threads} threads; bandwidth {bw / 1e9:.1f} GB/s",
+          file=sys.stderr, flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    params = init_params(cfg, seed=0)
+    print(f"# random weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    rows, base = [], {}
+    for fmt, preset in FORMATS.items():
+        t0 = time.perf_counter()
+        m = (
+            quantize_model(params, cfg, _with_output(preset))
+            if preset != "fp32"
+            else Model(params, cfg)
+        )
+        m = m.with_path("int") if preset != "fp32" else m
+        qs = time.perf_counter() - t0
+        w_bytes = weight_bytes_per_token(m)
+        pre = _prefill_seconds(m.params, cfg, n_pre, reps)
+        rows.append({"name": f"prefill {fmt}", "shape": name, "seconds": statistics.median(pre),
+                     "min_seconds": min(pre), "tokens_per_s": n_pre / statistics.median(pre),
+                     "threads": threads, "baseline": "fp32 prefill",
+                     "baseline_seconds": base.get("prefill", statistics.median(pre))})  # fmt: skip
+        base.setdefault("prefill", statistics.median(pre))
+        rows[-1]["speedup"] = rows[-1]["baseline_seconds"] / rows[-1]["seconds"]
+        for c in contexts:
+            sec = _decode_seconds(m.params, cfg, c, n_tok, reps)
+            med = statistics.median(sec)
+            base.setdefault(c, med)
+            per_tok = w_bytes + kv_bytes_per_token(cfg, c)
+            row = {"name": f"decode {fmt}", "shape": name, "context": c, "seconds": med,
+                   "min_seconds": min(sec), "tokens_per_s": 1 / med, "threads": threads,
+                   "baseline": "fp32 decode", "baseline_seconds": base[c],
+                   "speedup": base[c] / med, "speedup_min": base[c] / med,
+                   "bytes_per_token": per_tok, "weight_bytes": w_bytes,
+                   "gbps": per_tok / med / 1e9, "roofline_pct": 100 * per_tok / med / bw,
+                   "bandwidth_gbps": bw / 1e9, "rss_bytes": _rss(),
+                   "path": m.path if preset != "fp32" else "fp32",
+                   "quantize_seconds": qs}  # fmt: skip
+            print(f"decode {fmt:11s} ctx {c:5d}  {1 / med:7.2f} tok/s (best {1 / min(sec):7.2f})"
+                  f"  ×{row['speedup']:.2f} vs fp32  {per_tok / 1e6:8.1f} MB/token  "
+                  f"{row['gbps']:5.1f} GB/s = {row['roofline_pct']:4.0f}% of the roofline  "
+                  f"RSS {row['rss_bytes'] / 2**30:.1f} GiB", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            rows.append(row)
+        del m
+    ours = {r["name"]: r for r in rows if r.get("context") == contexts[0]}
+    llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps)
+    mine = {"F32": "fp32", "Q8_0": "w8a8", "Q4_0": "w4a16-g128", "Q4_K_M": "w4a16-g128"}
+    for t, tps in llama.items():
+        r = ours[f"decode {mine[t]}"]
+        row = {"name": f"llama.cpp decode {t}", "shape": name, "context": contexts[0],
+               "seconds": 1 / tps, "min_seconds": 1 / tps, "tokens_per_s": tps,
+               "threads": threads, "baseline": f"tinyquant decode {mine[t]}",
+               "baseline_seconds": r["seconds"], "speedup": r["seconds"] * tps,
+               "tinyquant_over_llama_cpp": r["tokens_per_s"] / tps}  # fmt: skip
+        print(
+            f"llama.cpp {t:7s} ctx {contexts[0]:5d}  {tps:7.2f} tok/s;  tinyquant {mine[t]} "
+            f"/ llama.cpp = {row['tinyquant_over_llama_cpp']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows.append(row)
+    return rows
