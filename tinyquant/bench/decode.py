@@ -121,8 +121,17 @@ print(json.dumps(llama_cpp_decode_tokens_per_s(a["path"], a["vocab"], a["n"], a[
 """
 
 
-def _llama_cpp_rows(params, cfg, threads, n_tokens, prompt, repeats) -> dict[str, float]:
-    """{GGUF type: llama.cpp tokens/s} — {} without llama-cpp-python; a crashed type is absent."""
+def _file_weight_bytes(path) -> int:
+    """Bytes of a GGUF file's tensors that a decode step streams (all but the embedding)."""
+    from tinyquant.export.gguf import gguf_py
+
+    reader = gguf_py().GGUFReader(path)
+    return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+
+
+def _llama_cpp_rows(params, cfg, threads, n_tokens, prompt, repeats) -> dict:
+    """{GGUF type: (llama.cpp tokens/s, weight bytes per token)} — {} without llama-cpp-python;
+    a type whose child process crashed is absent (its exit code is printed)."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
@@ -142,7 +151,7 @@ def _llama_cpp_rows(params, cfg, threads, n_tokens, prompt, repeats) -> dict[str
             cmd = [sys.executable, "-c", _CHILD, json.dumps(arg)]
             child = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             if child.returncode == 0:
-                out[t] = float(child.stdout.strip().splitlines()[-1])
+                out[t] = (float(child.stdout.strip().splitlines()[-1]), _file_weight_bytes(path))
             else:
                 print(f"llama.cpp {t}: exit {child.returncode}", file=sys.stderr)
             if path != f32:
@@ -210,13 +219,17 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
     ours = {r["name"]: r for r in rows if r.get("context") == contexts[0]}
     llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps)
     mine = {"F32": "fp32", "Q8_0": "w8a8", "Q4_0": "w4a16-g128", "Q4_K_M": "w4a16-g128"}
-    for t, tps in llama.items():
+    for t, (tps, w_bytes) in llama.items():
         r = ours[f"decode {mine[t]}"]
+        per_tok = w_bytes + kv_bytes_per_token(cfg, contexts[0]) // 2  # its F16 KV cache
         row = {"name": f"llama.cpp decode {t}", "shape": name, "context": contexts[0],
                "seconds": 1 / tps, "min_seconds": 1 / tps, "tokens_per_s": tps,
                "threads": threads, "baseline": f"tinyquant decode {mine[t]}",
                "baseline_seconds": r["seconds"], "speedup": r["seconds"] * tps,
-               "tinyquant_over_llama_cpp": r["tokens_per_s"] / tps}  # fmt: skip
+               "tinyquant_over_llama_cpp": r["tokens_per_s"] / tps,
+               "bytes_per_token": per_tok, "weight_bytes": w_bytes,
+               "gbps": per_tok * tps / 1e9, "roofline_pct": 100 * per_tok * tps / bw,
+               "bandwidth_gbps": bw / 1e9}  # fmt: skip
         print(
             f"llama.cpp {t:7s} ctx {contexts[0]:5d}  {tps:7.2f} tok/s;  tinyquant {mine[t]} "
             f"/ llama.cpp = {row['tinyquant_over_llama_cpp']:.2f}",
