@@ -5,6 +5,7 @@ llama-cpp-python (dev extras) builds llama.cpp from source; without it these tes
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -312,3 +313,20 @@ def test_the_mixes_bits_per_weight_without_a_file_equal_the_written_files(model,
     q_bytes, q_n, _ = file_bits(tmp_path / "m.gguf")
     shapes = {k: v.shape for k, v in params.items()}
     assert mix_bits_per_weight(shapes, ftype, cfg.n_heads, cfg.n_heads) == 8 * q_bytes / q_n
+
+
+def test_a_grouped_query_model_round_trips_and_llama_cpp_runs_it_with_our_logits(tmp_path):
+    """head_count_kv < head_count: attn_k is permuted per key/value head, not per query head."""
+    cfg = Config(vocab_size=256, d_model=256, n_layers=2, n_heads=8, n_kv_heads=2, d_ff=256,
+                 context=64)  # fmt: skip
+    params = {k: v * (5.0 if v.ndim == 2 else 1.0) for k, v in init_params(cfg, seed=3).items()}
+    export_gguf(params, cfg, tmp_path / "g.gguf", "F32")
+    back, cfg_back, _ = import_gguf(tmp_path / "g.gguf")
+    same = dataclasses.replace(cfg_back, norm_eps=cfg.norm_eps)  # ε is stored as float32
+    assert same == cfg and all(np.array_equal(back[k], params[k]) for k in params)
+    lcp = pytest.importorskip("tinyquant.export.llamacpp")
+    pytest.importorskip("llama_cpp")
+    toks = np.arange(40) * 7 % 256
+    theirs = lcp.llama_cpp_logits(tmp_path / "g.gguf", toks)
+    ours = forward(params, toks[None], cfg)[0]
+    assert np.abs(theirs - ours).max() / np.abs(ours).max() < 1e-4
