@@ -198,7 +198,8 @@ def to_json(rows: Sequence[dict]) -> str:
 
 
 def _spread_labels(ys: list[float], gap: float) -> list[float]:
-    """Label heights (axes fraction) at least ``gap`` apart, each as near its point as it can be.
+    """Label heights (axes fraction) at least ``gap`` apart, each as near its point as it can be,
+    all inside [0.02, 0.98].
 
     >>> [round(v, 2) for v in _spread_labels([0.5, 0.5, 0.51], 0.05)]
     [0.45, 0.5, 0.55]
@@ -214,6 +215,11 @@ def _spread_labels(ys: list[float], gap: float) -> list[float]:
                 moved = True
         if not moved:
             break
+    span = pos[-1] - pos[0]
+    if span > 0.96:  # more labels than fit: squeeze them evenly into the axes
+        pos = 0.02 + (pos - pos[0]) * (0.96 / span)
+    else:  # slide the whole stack inside [0.02, 0.98] so no label leaves the axes
+        pos += max(0.0, 0.02 - pos[0]) - max(0.0, pos[-1] - 0.98)
     out = np.empty_like(pos)
     out[order] = pos
     return out.tolist()
@@ -231,7 +237,7 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     front = set(pareto_front(rows))
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.5), dpi=110,
+    fig, axes = plt.subplots(1, 3, figsize=(18, 8), dpi=110,
                              gridspec_kw={"width_ratios": [1.2, 1, 1]})  # fmt: skip
     panels = [
         ("every recipe", lambda r: True),
