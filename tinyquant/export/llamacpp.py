@@ -13,9 +13,10 @@ Shapes: T tokens, V vocabulary; logits (T, V) float32.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,14 @@ def _llama_cpp():
 
 @contextmanager
 def _c_stderr_silenced():
-    """llama.cpp's C code logs each tensor to file descriptor 2; send it to /dev/null meanwhile."""
+    """llama.cpp logs each tensor it quantizes — from C to file descriptor 2, and through
+    llama-cpp-python's log callback to ``sys.stderr``; send both to /dev/null meanwhile."""
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, 2)
-        yield
+        with redirect_stderr(io.StringIO()):
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
