@@ -32,14 +32,14 @@ from tinyquant.evaluate import EvalSample, Evaluator, row_summary
 from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.metrics import decode_tokens_per_s
-from tinyquant.presets import PRESETS, get_recipe
+from tinyquant.presets import MIXED, PRESETS, get_recipe
 from tinyquant.qmodel import quantize_model
 from tinyquant.recipe import Recipe
 
 __all__ = ["CompareConfig", "DEFAULT_SCHEMES", "run_compare", "format_table", "pareto_front",
            "plot_results", "to_json", "row_summary", "load_rows"]  # fmt: skip
 
-DEFAULT_SCHEMES = tuple(PRESETS)  # every preset fits the default run's budget
+DEFAULT_SCHEMES = tuple(PRESETS) + tuple(MIXED)  # every preset and the committed mixed recipes
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,8 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
             lo, hi = r["delta_ppl_ci95"]
             d = r["delta_ppl_pct"]
             color = "C3" if r["scheme"] in front else "C0"
-            ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt="o", ms=5,
+            marker = "s" if r["scheme"] in MIXED else "o"  # squares: the mixed-precision recipes
+            ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt=marker, ms=5,
                         color=color, capsize=3, zorder=3)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
         if title == "every recipe":
@@ -212,7 +213,7 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})  # fmt: skip
     axes[0].set_ylabel("Δ perplexity vs FP32, % (95% paired bootstrap interval)")
     fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model "
-                 "(red: Pareto frontier)")  # fmt: skip
+                 "(red: Pareto frontier; squares: mixed precision)")  # fmt: skip
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
