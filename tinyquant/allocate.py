@@ -70,8 +70,11 @@ def knapsack_dp(cost: np.ndarray, bits: np.ndarray, capacity: int) -> list[int]:
     for layer in range(L):
         g = np.full(K, np.inf)
         for s in range(S):
+            ws = int(w[layer, s])
+            if ws >= K:  # this scheme alone exceeds the budget
+                continue
             cand = np.full(K, np.inf)
-            cand[w[layer, s] :] = f[: K - w[layer, s]] + cost[layer, s]  # f(k − w) + c
+            cand[ws:] = f[: K - ws] + cost[layer, s]  # f(k − w) + c
             better = cand < g
             g[better], pick[layer, better] = cand[better], s
         f = g

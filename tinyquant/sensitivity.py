@@ -59,14 +59,19 @@ _ALL = ("blk.*",)
 
 
 def _schemes() -> dict[str, Rule]:
-    """The candidate menu: {2, 3, 4, 8} bits × {RTN, GPTQ} × {per row, groups of 64}, and the
-    best 2-bit recipe's scheme (GPTQ on Hadamard-rotated weights, MSE grids, g64)."""
+    """The candidate menu: {2, 3, 4, 8} bits × {RTN, GPTQ} × {per row, groups of 64}; at 2–4
+    bits per row also GPTQ with act-order and GPTQ on Hadamard-rotated weights; and the best
+    2-bit recipe's scheme (rotated GPTQ with MSE grids, g64)."""
     out = {}
     for bits in (2, 3, 4, 8):
         for g in (None, 64):
             for method in (RTN(), GPTQ()):
                 name = f"w{bits}-{method.name}" + (f"-g{g}" if g else "")
                 out[name] = Rule(_ALL, Weights(f"uint{bits}", g), method)
+    for bits in (2, 3, 4):
+        w = Weights(f"uint{bits}")
+        out[f"w{bits}-gptq-actorder"] = Rule(_ALL, w, GPTQ(act_order=True, static_groups=True))
+        out[f"w{bits}-gptq-hadamard-row"] = Rule(_ALL, w, GPTQ(), rotation=Rotation(0))
     out["w2-gptq-hadamard"] = Rule(_ALL, Weights("uint2", 64), GPTQ(mse=True), rotation=Rotation(0))
     return out
 
