@@ -1,4 +1,4 @@
-"""The ``tinyquant`` command: train | eval | generate | quantize | compare | bench.
+"""The ``tinyquant`` command: train | eval | generate | quantize | compare | mixed | bench.
 
 Each sub-command is a thin argparse front over a library function; heavy imports happen inside
 the handlers so that ``tinyquant --help`` is instant.
@@ -68,6 +68,46 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.plot:
         out = plot_results(rows, args.plot)
         print(f"plot written to {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_mixed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import tinyquant as tq
+    from tinyquant.allocate import allocate, to_recipe
+    from tinyquant.llm.checkpoint import load_checkpoint
+    from tinyquant.sensitivity import Sweep, SweepConfig, sweep_cached
+
+    params, cfg, _ = load_checkpoint(args.checkpoint)
+    sc = SweepConfig()
+    # 1) the sensitivity sweep, or its cached result (progress bar on stderr)
+    sens, cached = sweep_cached(params, cfg, sc, args.sweep_json, progress=True)
+    print(f"sensitivity sweep: {len(sens.layers)} layers × {len(sens.schemes)} schemes, "
+          + ("read from the cache" if cached else f"measured in {sens.seconds:.0f} s"),
+          file=sys.stderr)  # fmt: skip
+    # 2) the allocation, written as a recipe
+    a = allocate(sens, args.budget, args.proxy, args.solver)
+    recipe = to_recipe(a, args.name)
+    Path(args.out).write_text(recipe.to_json() + "\n")
+    # 3) the table: the scheme of each layer, then predicted against measured
+    print(f"| layer | scheme | bits/weight | ΔKL alone ({sc.kl_windows} calibration windows) |")
+    print("|---|---|--:|--:|")
+    for li, (layer, scheme) in enumerate(zip(a.layers, a.schemes, strict=True)):
+        si = sens.schemes.index(scheme)
+        bpw = sens.bits[li, si] / sens.n_weights[li]
+        print(f"| {layer.removesuffix('.weight')} | {scheme} | {bpw:.3f} | {sens.kl[li, si]:.6f} |")
+    together = Sweep(params, cfg, sc).measure_together(dict(zip(a.layers, a.schemes, strict=True)))
+    print(f"{recipe.name}: {a.bits_per_weight:.4f} bits per weight (budget {a.budget:g}), "
+          f"{args.solver} on the {args.proxy} proxy")  # fmt: skip
+    ratio = a.predicted_kl / together if together > 0 else float("nan")
+    print(f"ΔKL on the calibration windows: predicted (Σ single-layer) {a.predicted_kl:.5f} · "
+          f"measured (the same weights together) {together:.5f} · predicted/measured "
+          f"{ratio:.2f}")  # fmt: skip
+    if args.evaluate:  # the recipe as `quantize` builds it, on the one evaluator
+        q = tq.quantize(tq.load(args.checkpoint), recipe)
+        print(tq.evaluate(q, tq.load(args.checkpoint)).summary(recipe.name))
+    print(f"recipe written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -237,6 +277,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--checkpoint", help="the FP32 checkpoint (default: the shipped one)")
     p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser(
+        "mixed",
+        help="mixed precision: per-layer sensitivity, then one scheme per layer under a budget",
+        description="Measure what quantizing each block Linear alone costs (ΔKL on calibration "
+        "text, and the hessian / fisher proxies) for every candidate scheme, then choose one "
+        "scheme per layer minimising the predicted cost under --budget bits per weight (exact "
+        "dynamic programming, or greedy). The sweep is cached: a second budget re-uses it.",
+    )
+    p.add_argument("--budget", type=_positive(float), required=True,
+                   help="bits per weight of the block Linears, scales and zeros in")  # fmt: skip
+    p.add_argument("--proxy", choices=["kl", "hessian", "fisher", "sqnr"], default="kl",
+                   help="the per-layer cost to minimise (default: the measured ΔKL)")  # fmt: skip
+    p.add_argument("--solver", choices=["dp", "greedy"], default="dp",
+                   help="exact knapsack (dp) or the marginal-gain heuristic")  # fmt: skip
+    p.add_argument("--out", required=True, help="the recipe .json file to write")
+    p.add_argument("--name", help="the recipe's name (default: mixed-<budget>)")
+    p.add_argument("--sweep-json", help="where the sweep is cached (default: ~/.cache/tinyquant)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also quantize by the recipe and score it (the evaluator)")  # fmt: skip
+    p.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped one)")
+    p.set_defaults(func=_cmd_mixed)
 
     p = sub.add_parser(
         "bench",

@@ -33,7 +33,7 @@ from tinyquant.export.schemes import GGUF_SCHEMES, GGUFScheme, gguf_file
 from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.metrics import decode_tokens_per_s
-from tinyquant.presets import PRESETS, get_recipe
+from tinyquant.presets import MIXED, PRESETS, get_recipe
 from tinyquant.qmodel import quantize_model
 from tinyquant.recipe import Recipe
 
@@ -41,10 +41,10 @@ __all__ = ["CompareConfig", "DEFAULT_SCHEMES", "ALL_SCHEMES", "run_compare", "fo
            "pareto_front", "plot_results", "to_json", "row_summary", "load_rows",
            "resolve_scheme"]  # fmt: skip
 
-# the default run: every preset and llama.cpp's most used file type, within 10 minutes
-DEFAULT_SCHEMES = (*PRESETS, "gguf-Q4_K_M")
-# --all: every preset and every llama.cpp type of the table, with and without an imatrix
-ALL_SCHEMES = (*PRESETS, *GGUF_SCHEMES)
+# the default run, within 10 minutes: every preset, one mixed recipe, llama.cpp's Q4_K_M
+DEFAULT_SCHEMES = (*PRESETS, "mixed-3.0", "gguf-Q4_K_M")
+# --all: and every committed mixed recipe and llama.cpp type, with and without an imatrix
+ALL_SCHEMES = (*PRESETS, *MIXED, *GGUF_SCHEMES)
 
 
 def resolve_scheme(s: str | Recipe) -> Recipe | GGUFScheme:
@@ -250,7 +250,8 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
             lo, hi = r["delta_ppl_ci95"]
             d = r["delta_ppl_pct"]
             color = "C3" if r["scheme"] in front else "C0"
-            mark = "s" if r["scheme"].startswith("gguf-") else "o"  # llama.cpp files: squares
+            # squares: llama.cpp .gguf files; diamonds: mixed precision
+            mark = "s" if r["scheme"].startswith("gguf-") else "D" if r["scheme"] in MIXED else "o"
             ax.errorbar(r["bits_per_weight"], d, yerr=[[d - lo], [hi - d]], fmt=mark, ms=5,
                         color=color, capsize=3, zorder=3)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
@@ -279,7 +280,8 @@ def plot_results(rows: Sequence[dict], path: str | Path) -> Path:
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})  # fmt: skip
     axes[0].set_ylabel("Δ perplexity vs FP32, % (95% paired bootstrap interval)")
     fig.suptitle("tinyquant compare: size vs quality on the shipped Shakespeare model "
-                 "(red: Pareto frontier; squares: llama.cpp .gguf files)")  # fmt: skip
+                 "(red: Pareto frontier; squares: llama.cpp .gguf files; diamonds: mixed "
+                 "precision)")  # fmt: skip
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

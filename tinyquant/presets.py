@@ -8,6 +8,8 @@ stored as float16, zeros as one byte per group.
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 from tinyquant.recipe import (
     AWQ,
     GPTQ,
@@ -20,7 +22,7 @@ from tinyquant.recipe import (
     Weights,
 )
 
-__all__ = ["PRESETS", "get_recipe"]
+__all__ = ["PRESETS", "MIXED", "get_recipe"]
 
 ALL = ("blk.*",)  # every block Linear
 
@@ -118,14 +120,31 @@ PRESETS: dict[str, Recipe] = {
 }  # fmt: skip
 
 
+def _mixed() -> dict[str, Recipe]:
+    """The committed mixed-precision allocations of the shipped model (``tinyquant mixed
+    --budget B --out tinyquant/recipes_mixed/mixed-B.json``, README), cheapest first. They
+    name the shipped model's 28 block Linears one by one, so they apply to that model only."""
+    found = [
+        Recipe.from_json(p.read_text(encoding="utf-8"))
+        for p in (files("tinyquant") / "recipes_mixed").iterdir()
+        if p.name.endswith(".json")
+    ]
+    return {r.name: r for r in sorted(found, key=lambda r: float(r.name.removeprefix("mixed-")))}
+
+
+MIXED: dict[str, Recipe] = _mixed()
+
+
 def get_recipe(name: str | Recipe) -> Recipe:
-    """A preset by name (or the recipe itself).
+    """A preset or a committed mixed recipe by name (or the recipe itself).
 
     >>> get_recipe("w4-gptq-g128").rules[0].weights.group_size
     128
     """
     if isinstance(name, Recipe):
         return name
-    if name not in PRESETS:
-        raise ValueError(f"unknown recipe {name!r}; choose from: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in PRESETS and name not in MIXED:
+        raise ValueError(
+            f"unknown recipe {name!r}; choose from: {', '.join(PRESETS)}, {', '.join(MIXED)}"
+        )
+    return PRESETS.get(name) or MIXED[name]
