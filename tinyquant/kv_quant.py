@@ -14,7 +14,8 @@ per channel isolates them; values have no such structure and are quantized per t
 
 The streaming rule (KIVI, Alg. 1). A per-channel block spans G tokens, so a key can only be
 quantized once its group is complete: new keys wait in a full-precision *residual* that is
-flushed (quantized, G tokens per block) whenever it holds L = max(R, G) tokens. Per-token
+flushed (quantized, G tokens per block) whenever it holds L = max(R, G) tokens (an R above G
+must be a whole number of groups). Per-token
 tensors are quantized as they leave the window of the R most recent tokens (R = 0: on arrival).
 Once n tokens are stored, the first ``n_quantized(n)`` are held quantized:
 
@@ -85,7 +86,8 @@ class KVQuant:
                                                                       else 0):  # fmt: skip
                 raise ValueError(f"{name} must be an integer >= {int(name == 'group_size')}, "
                                  f"got {v!r}")  # fmt: skip
-        if self.key_axis == "channel" and self.residual % self.group_size:
+        if self.key_axis == "channel" and self.residual > self.group_size \
+                and self.residual % self.group_size:  # fmt: skip
             raise ValueError(
                 f"residual {self.residual} is not a multiple of group_size {self.group_size}: "
                 "per-channel keys are flushed in whole groups; use e.g. residual "

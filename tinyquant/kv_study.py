@@ -28,7 +28,7 @@ from tinyquant.kv_quant import QuantKVCache, kv_cache, parse_kv
 from tinyquant.llm.data import val_bytes
 from tinyquant.llm.model import KVCache, apply_rope, forward, new_cache
 
-__all__ = ["SWEEP", "COMPARISONS", "cache_bytes", "key_outliers", "incremental_check",
+__all__ = ["SWEEP", "COMPARISONS", "cache_bytes", "record_kv", "key_outliers", "incremental_check",
            "run_kv_study", "plot_kv", "add_kv_command"]  # fmt: skip
 
 # the spec names measured, by the question each answers (KIVI's layout is the default spec)
@@ -83,6 +83,22 @@ class _KeyRecorder(KVCache):
         return super().attend(i, q, k, v, cos, sin)
 
 
+def record_kv(params: dict, cfg, windows: np.ndarray) -> dict[int, tuple]:
+    """Every layer's keys before RoPE, after RoPE, and values on ``windows`` (B, T):
+    {layer: (k_pre, k_post, v)}, each (B, H, T, hd), from a full-precision cache.
+
+    >>> from tinyquant.llm.model import Config, init_params
+    >>> cfg = Config.tiny()
+    >>> [x.shape for x in record_kv(init_params(cfg), cfg, np.arange(8)[None])[1]]
+    [(1, 2, 8, 16), (1, 2, 8, 16), (1, 2, 8, 16)]
+    """
+    rec = new_cache(cfg, len(windows), params["token_embd.weight"].dtype)
+    rec = _KeyRecorder(rec.k, rec.v, 0, rec.capacity)
+    rec.seen = {}
+    forward(params, windows, cfg, cache=rec)
+    return rec.seen
+
+
 def key_outliers(params: dict, cfg, windows: np.ndarray) -> dict:
     """Per layer, the absmax over tokens of every (head, channel) of K before and after RoPE
     and of V, and how far the largest channel stands above the median one.
@@ -93,14 +109,11 @@ def key_outliers(params: dict, cfg, windows: np.ndarray) -> dict:
     >>> len(o["layers"][0]["pre_rope_absmax"]), sorted(o["layers"][0])[:2]
     (32, ['post_rope_absmax', 'post_rope_max_over_median'])
     """
-    rec = new_cache(cfg, len(windows), params["token_embd.weight"].dtype)
-    rec = _KeyRecorder(rec.k, rec.v, 0, rec.capacity)
-    rec.seen = {}
-    forward(params, windows, cfg, cache=rec)
+    seen = record_kv(params, cfg, windows)
     layers = []
     for i in range(cfg.n_layers):
         out = {}
-        for name, x in zip(("pre_rope", "post_rope", "values"), rec.seen[i], strict=True):
+        for name, x in zip(("pre_rope", "post_rope", "values"), seen[i], strict=True):
             a = np.abs(x).max(axis=(0, 2)).reshape(-1)  # (H·hd,) absmax over batch and tokens
             out[name + "_absmax"] = [round(float(v), 4) for v in a]
             out[name + "_max_over_median"] = round(float(a.max() / np.median(a)), 3)
@@ -138,8 +151,10 @@ def run_kv_study(
     model = tq.load()
     params, cfg = model.params, model.cfg
     sample = sample or EvalSample()
-    ev = Evaluator(params, cfg, sample, progress=progress)
     names = specs or [n for group in SWEEP.values() for n in group]
+    for name in names:  # 0) every spec is valid for this model before anything runs
+        QuantKVCache(parse_kv(name), cfg, 1)
+    ev = Evaluator(params, cfg, sample, progress=progress)
     group_of = {n: g for g, ns in SWEEP.items() for n in ns}
     data = val_bytes()
     first = np.stack([data[s : s + n] for s, n in ev.windows[:4]]).astype(np.int64)  # (4, T)
