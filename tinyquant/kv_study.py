@@ -198,16 +198,19 @@ def plot_kv(study: dict, path: str | Path | None = None):
         rows = [r for r in study["rows"] if r["group"] == group]
         if not rows:
             continue
-        x = [r["bits_per_element"] for r in rows]
+        x = [r["bits_per_element"] + (0.0 if k < 2 else 0.07 * (k - 1)) for r in rows]  # jitter
         d = np.array([r["delta_ppl_pct"] for r in rows])
         ci = np.array([r["delta_ppl_ci95"] for r in rows])
         ax.errorbar(x, d, yerr=[d - ci[:, 0], ci[:, 1] - d], fmt="o-" if k < 2 else "s",
                     capsize=3, label=group, color=f"C{k}", alpha=0.9)  # fmt: skip
         for r, xi, di in zip(rows, x, d, strict=True):
-            ax.annotate(r["spec"], (xi, di), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(r["spec"], (xi, di), textcoords="offset points",
+                        xytext=(5, -3 if k % 2 else 3), fontsize=7, ha="left")  # fmt: skip
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_yscale("symlog", linthresh=0.1)
-    ax.set_xlabel("bits per cached element (codes + FP16 scales + zeros; residual excluded)")
+    ax.set_ylim(bottom=-0.03)
+    ax.set_xlabel("bits per cached element (codes + FP16 scales + zeros; residual excluded); "
+                  "markers of one width are spread sideways", fontsize=8)  # fmt: skip
     ax.set_ylabel("Δ perplexity vs FP32 cache (%)")
     ax.set_title("KV-cache quantization on the Shakespeare model (one evaluator, 95% paired CI)")
     ax.grid(True, which="both", alpha=0.3)
