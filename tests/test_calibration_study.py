@@ -11,6 +11,8 @@ import pytest
 import tinyquant as tq
 from tinyquant.calibration_study import (
     RECIPES,
+    REDRAWN,
+    REDRAWS,
     TEXTS,
     WINDOWS,
     calibration_text,
@@ -51,6 +53,8 @@ def test_the_committed_study_has_every_recipe_at_every_size_and_text():
         (m, t, n) for m in RECIPES for t in TEXTS
     }
     assert want <= have
+    redrawn = {(r["recipe"], r["windows"], r["seed"]) for r in STUDY["rows"] if r["seed"]}
+    assert redrawn == {(m, w, s) for m in REDRAWN for w in WINDOWS for s in REDRAWS}
 
 
 def test_a_committed_row_is_re_scored_to_the_same_figures():
@@ -64,7 +68,8 @@ def test_a_committed_row_is_re_scored_to_the_same_figures():
     row = next(
         r
         for r in STUDY["rows"]
-        if (r["recipe"], r["text"], r["windows"]) == ("w8a8-o3", "plays", min(WINDOWS))
+        if (r["recipe"], r["text"], r["windows"], r["seed"])
+        == ("w8a8-o3", "plays", min(WINDOWS), 0)
     )
     recipe = dataclasses.replace(get_recipe("w8a8-o3"), calib_windows=None)
     calib = calibration_text("plays", min(WINDOWS), m.cfg.context, seed=0)

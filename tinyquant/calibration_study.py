@@ -37,12 +37,14 @@ from tinyquant.llm.data import calibration_samples
 from tinyquant.presets import get_recipe
 from tinyquant.qmodel import quantize_model
 
-__all__ = ["TEXTS", "RECIPES", "WINDOWS", "calibration_text", "stdlib_bytes",
+__all__ = ["TEXTS", "RECIPES", "WINDOWS", "REDRAWS", "REDRAWN", "calibration_text", "stdlib_bytes",
            "run_calibration_study", "plot_calibration", "add_calibration_command"]  # fmt: skip
 
 TEXTS = ("plays", "python", "random")
 RECIPES = ("w3-gptq", "w4-awq", "w8a8-o3")  # GPTQ, AWQ, static W8A8 (per-tensor activations)
 WINDOWS = (4, 16, 64, 128)  # calibration windows of 256 bytes (see run_calibration_study)
+REDRAWS = (1, 2)  # seeds of the extra draws of play windows (seed 0 is the main run)
+REDRAWN = ("w3-gptq", "w8a8-o3")  # the recipes redrawn: fast to calibrate (AWQ is not)
 
 
 def stdlib_bytes() -> bytes:
@@ -80,14 +82,17 @@ def calibration_text(text: str, n: int, T: int = 256, seed: int = 0) -> np.ndarr
 def run_calibration_study(
     recipes=RECIPES, windows=WINDOWS, texts=TEXTS, text_windows: int = 64,
     sample: EvalSample | None = None, progress: bool = False,
+    redraws: tuple[int, ...] = REDRAWS, redrawn: tuple[str, ...] = REDRAWN,
 ) -> dict:  # fmt: skip
     """Every recipe against the number of play windows, and against the text at
-    ``text_windows`` windows; paired differences to the plays at the same n.
+    ``text_windows`` windows; paired differences to the plays at the same n. The recipes in
+    ``redrawn`` are also calibrated on other draws of play windows (``redraws``: their seeds),
+    so the spread between draws of one size can be told from the effect of the size.
 
     The range stops at 128 windows, GPTQ's own choice (128 segments): calibration cost grows
-    linearly with n (the sequential calibration runs every block on every window; the JSON
-    records each run's ``quantize_seconds``), and on a shared 2-core machine 512 windows for
-    three recipes would take the better part of an hour.
+    linearly with n (the sequential calibration runs every block on every window), and AWQ's
+    search took about 1.7 s per window on this shared 2-core machine (the JSON records every
+    run's ``quantize_seconds``): 256 and 512 windows would add over 20 minutes for AWQ alone.
     """
     import tinyquant as tq
 
@@ -95,24 +100,27 @@ def run_calibration_study(
     params, cfg = model.params, model.cfg
     sample = sample or EvalSample()
     ev = Evaluator(params, cfg, sample)
-    runs = [("plays", n) for n in windows] + [(t, text_windows) for t in texts if t != "plays"]
+    runs = [("plays", n, 0) for n in windows]
+    runs += [(t, text_windows, 0) for t in texts if t != "plays"]
     if "plays" in texts and text_windows not in windows:
-        runs.append(("plays", text_windows))
+        runs.append(("plays", text_windows, 0))
     rows, results = [], {}
     for name in recipes:
         recipe = dataclasses.replace(get_recipe(name), calib_windows=None)
-        for text, n in runs:
+        extra = [("plays", n, seed) for seed in redraws for n in windows] if name in redrawn else []
+        for text, n, seed in runs + extra:
             t0 = time.perf_counter()
-            calib = calibration_text(text, n, cfg.context, seed=0)
+            calib = calibration_text(text, n, cfg.context, seed=seed)
             q = quantize_model(params, cfg, recipe, calib, base_sha256=model.base_sha256)
             seconds = time.perf_counter() - t0
             r = ev.evaluate(q.params)
-            results[name, text, n] = r
-            rows.append({"recipe": name, "text": text, "windows": n,
+            if seed == 0:
+                results[name, text, n] = r
+            rows.append({"recipe": name, "text": text, "windows": n, "seed": seed,
                          "quantize_seconds": round(seconds, 2)} | r.as_dict())  # fmt: skip
             if progress:
                 lo, hi = r.delta_ppl_ci95
-                print(f"{name:>9s} {text:>7s} {n:4d}: Δppl {r.delta_ppl_pct:+.3f}% "
+                print(f"{name:>9s} {text:>7s} {n:4d} (draw {seed}): Δppl {r.delta_ppl_pct:+.3f}% "
                       f"[{lo:+.3f}, {hi:+.3f}]  ({seconds:.0f} s)", flush=True)  # fmt: skip
     pairs = []
     for (name, text, n), r in results.items():
@@ -133,6 +141,7 @@ def run_calibration_study(
         "stdlib_bytes": len(stdlib_bytes()),
         "sample": dataclasses.asdict(sample),
         "text_windows": text_windows,
+        "redraws": list(redraws),
         "rows": rows,
         "paired": pairs,
     }
@@ -146,13 +155,18 @@ def plot_calibration(study: dict, path: str | Path | None = None):
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     for k, name in enumerate(recipes):
-        pr = sorted((r for r in rows if r["recipe"] == name and r["text"] == "plays"),
-                    key=lambda r: r["windows"])  # fmt: skip
+        pr = sorted((r for r in rows if r["recipe"] == name and r["text"] == "plays"
+                     and r.get("seed", 0) == 0), key=lambda r: r["windows"])  # fmt: skip
+        again = [r for r in rows if r["recipe"] == name and r.get("seed", 0) != 0]
+        if again:
+            a.plot([r["windows"] * 1.06 for r in again], [r["delta_ppl_pct"] for r in again],
+                   "x", color=f"C{k}", alpha=0.7, label=f"{name}, other draws")  # fmt: skip
         d = np.array([r["delta_ppl_pct"] for r in pr])
         ci = np.array([r["delta_ppl_ci95"] for r in pr])
         a.errorbar([r["windows"] for r in pr], d, yerr=[d - ci[:, 0], ci[:, 1] - d], fmt="o-",
                    capsize=3, label=name, color=f"C{k}")  # fmt: skip
-        tr = [r for r in rows if r["recipe"] == name and r["windows"] == study["text_windows"]]
+        tr = [r for r in rows if r["recipe"] == name and r["windows"] == study["text_windows"]
+              and r.get("seed", 0) == 0]  # fmt: skip
         tr = sorted(tr, key=lambda r: TEXTS.index(r["text"]))
         d = np.array([r["delta_ppl_pct"] for r in tr])
         ci = np.array([r["delta_ppl_ci95"] for r in tr])
