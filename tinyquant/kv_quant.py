@@ -65,8 +65,8 @@ class KVQuant:
 
     >>> KVQuant("int2").name, KVQuant("int4", key_axis="token", residual=0).name
     ('int2', 'int4-ktoken-r0')
-    >>> KVQuant("int2").flush_length("k"), KVQuant("int2", residual=0).flush_length("k")
-    (32, 32)
+    >>> [KVQuant("int2", residual=r).flush_length("k") for r in (0, 32, 128)]   # L = max(R, G)
+    [32, 32, 128]
     """
 
     fmt: str = "int4"  # int8 | int4 | int2 (asymmetric min-max) | fp8 (E4M3, scaled)
@@ -80,14 +80,12 @@ class KVQuant:
             raise ValueError(f"unknown KV format {self.fmt!r}; choose one of {list(KV_FORMATS)}")
         if self.key_axis not in ("channel", "token"):
             raise ValueError(f"key_axis must be 'channel' or 'token', got {self.key_axis!r}")
-        for name in ("group_size", "residual"):
+        for name, low in (("group_size", 1), ("residual", 0)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "group_size"
-                                                                      else 0):  # fmt: skip
-                raise ValueError(f"{name} must be an integer >= {int(name == 'group_size')}, "
-                                 f"got {v!r}")  # fmt: skip
-        if self.key_axis == "channel" and self.residual > self.group_size \
-                and self.residual % self.group_size:  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        G, R = self.group_size, self.residual
+        if self.key_axis == "channel" and R > G and R % G:
             raise ValueError(
                 f"residual {self.residual} is not a multiple of group_size {self.group_size}: "
                 "per-channel keys are flushed in whole groups; use e.g. residual "
