@@ -83,11 +83,13 @@ def run_calibration_study(
     recipes=RECIPES, windows=WINDOWS, texts=TEXTS, text_windows: int = 64,
     sample: EvalSample | None = None, progress: bool = False,
     redraws: tuple[int, ...] = REDRAWS, redrawn: tuple[str, ...] = REDRAWN,
+    partial: Path | None = None,
 ) -> dict:  # fmt: skip
     """Every recipe against the number of play windows, and against the text at
     ``text_windows`` windows; paired differences to the plays at the same n. The recipes in
     ``redrawn`` are also calibrated on other draws of play windows (``redraws``: their seeds),
     so the spread between draws of one size can be told from the effect of the size.
+    ``partial``: a JSON file rewritten with the rows so far after every run (long sweeps).
 
     The range stops at 128 windows, GPTQ's own choice (128 segments): calibration cost grows
     linearly with n (the sequential calibration runs every block on every window), and AWQ's
@@ -118,6 +120,8 @@ def run_calibration_study(
                 results[name, text, n] = r
             rows.append({"recipe": name, "text": text, "windows": n, "seed": seed,
                          "quantize_seconds": round(seconds, 2)} | r.as_dict())  # fmt: skip
+            if partial is not None:
+                Path(partial).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
             if progress:
                 lo, hi = r.delta_ppl_ci95
                 print(f"{name:>9s} {text:>7s} {n:4d} (draw {seed}): Δppl {r.delta_ppl_pct:+.3f}% "
@@ -196,7 +200,10 @@ def _cmd_calibration(args) -> int:
         get_recipe(r)  # a bad name fails before anything runs
     windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else WINDOWS
     sample = EvalSample(n_windows=args.eval_windows) if args.eval_windows else EvalSample()
-    study = run_calibration_study(recipes, windows, sample=sample, progress=True)
+    partial = Path(args.json + ".partial") if args.json else None
+    study = run_calibration_study(recipes, windows, sample=sample, progress=True, partial=partial)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     if args.json:
         Path(args.json).write_text(json.dumps(study, indent=1) + "\n")
         print(f"written to {args.json}")
