@@ -178,8 +178,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import tinyquant as tq
 
     model = tq.load(args.checkpoint)
+    make_cache = None
+    if args.kv:
+        from tinyquant.kv_quant import kv_cache
+
+        dtype = model.params["token_embd.weight"].dtype
+        factory = kv_cache(args.kv, model.cfg, dtype)
+        make_cache = lambda: factory(1)  # noqa: E731
     text = model.generate(args.prompt, args.n, temperature=args.temperature, top_k=args.top_k,
-                          seed=args.seed)  # fmt: skip
+                          seed=args.seed, make_cache=make_cache)  # fmt: skip
     print(args.prompt + text)
     return 0
 
@@ -229,6 +236,9 @@ def _add_llm_commands(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest bytes")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--checkpoint", default=None, help="safetensors file (default: shipped model)")
+    p.add_argument("--kv", default=None,
+                   help="quantized KV cache, e.g. int8, int4, int2-prerope, fp8-r0, "
+                   "int4-ktoken (see tinyquant.kv_quant)")  # fmt: skip
     p.set_defaults(func=_cmd_generate)
 
 
@@ -326,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tinyquant.memory import add_memory_command  # light: numpy and the format table
 
     add_memory_command(sub)
+    from tinyquant.kv_study import add_kv_command
+
+    add_kv_command(sub)
+    from tinyquant.calibration_study import add_calibration_command
+
+    add_calibration_command(sub)
     add_export_commands(sub)
     return parser
 

@@ -23,6 +23,7 @@ Shape legend: W windows, B windows per batch, T positions per window, V vocab.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,10 +223,11 @@ class Evaluator:
                 out.append(data[st[:, None] + np.arange(n + 1)[None, :]].astype(np.int64))
         return out  # (B, n+1) each, in the order of self.windows
 
-    def _logp(self, params: dict, desc: str):
+    def _logp(self, params: dict, desc: str, kv_cache: Callable[[int], object] | None = None):
         bar = tqdm(self._batches, desc=desc, unit="batch", leave=False, disable=not self.progress)
         for win in bar:
-            yield win, log_softmax(forward(params, win[:, :-1], self.cfg))  # (B, T, V)
+            cache = None if kv_cache is None else kv_cache(len(win))  # a fresh cache per batch
+            yield win, log_softmax(forward(params, win[:, :-1], self.cfg, cache=cache))  # (B,T,V)
 
     def _reference(self, params: dict) -> _Reference:
         logp, nll = [], []
@@ -236,10 +238,16 @@ class Evaluator:
         n_w = np.array([w.shape[1] - 1 for w in self._batches for _ in w], np.float64)
         return _Reference(logp, nll_w, n_w)
 
-    def evaluate(self, params: dict) -> EvalResult:
-        """Perplexity, Δppl, KL and top-1 of ``params`` against the reference, with intervals."""
+    def evaluate(self, params: dict, kv_cache: Callable[[int], object] | None = None) -> EvalResult:
+        """Perplexity, Δppl, KL and top-1 of ``params`` against the reference, with intervals.
+
+        ``kv_cache`` (batch size -> a fresh cache, e.g. ``kv_quant.kv_cache("int4", cfg)``)
+        scores each window in one forward call through that cache, so attention reads the
+        keys and values as the cache stores them; None: plain attention, as the reference.
+        """
         nll, kl, agree, kl_pos = [], [], [], []
-        for (win, lp), lr in zip(self._logp(params, "evaluate"), self.ref.logp, strict=True):
+        logp = self._logp(params, "evaluate", kv_cache)
+        for (win, lp), lr in zip(logp, self.ref.logp, strict=True):
             nll.append(_nll_per_window(lp, win[:, 1:]))
             k = (np.exp(lr) * (lr - lp)).sum(axis=-1, dtype=np.float64)  # (B, T)
             k = np.maximum(k, 0.0)  # ≥ 0 up to rounding

@@ -224,20 +224,72 @@ def causal_mask(T: int, S: int) -> np.ndarray:
     return np.arange(S)[None, :] <= np.arange(S - T, S)[:, None]
 
 
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(q kᵀ/√hd + causal mask) v: queries (B, H, T, hd) are the last T of the S
+    positions of k, v (B, Hkv, S, hd) -> (B, H, T, hd); Hkv < H is grouped-query attention.
+
+    >>> q = np.zeros((1, 1, 2, 2)); v = np.arange(4.0).reshape(1, 1, 2, 2)
+    >>> causal_attention(q, q, v)[0, 0]                   # position 1 averages positions 0, 1
+    array([[0., 1.],
+           [1., 2.]])
+    """
+    B, H, T, hd = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    if Hkv == H:
+        scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
+        return attention_probs(scores, hd) @ v  # (B, H, T, hd)
+    # grouped-query attention: query head h reads key/value head h // G (llama.cpp's order);
+    # a group's queries are stacked as rows, so K and V are never copied
+    G = H // Hkv
+    scores = q.reshape(B, Hkv, G * T, hd) @ k.transpose(0, 1, 3, 2)  # (B, Hkv, G·T, S)
+    probs = attention_probs(scores.reshape(B, Hkv, G, T, S), hd)  # mask over the last (T, S)
+    return (probs.reshape(B, Hkv, G * T, S) @ v).reshape(B, H, T, hd)  # (B, H, T, hd)
+
+
+def attention_probs(scores: np.ndarray, hd: int) -> np.ndarray:
+    """softmax(scores/√hd + causal mask) over the last axis, in place: (B, H, T, S) q·k products
+    of the last T of S positions -> attention probabilities (the same array).
+
+    >>> attention_probs(np.zeros((1, 1, 2, 2)), 4)[0, 0]
+    array([[1. , 0. ],
+           [0.5, 0.5]])
+    """
+    T, S = scores.shape[-2:]
+    scores *= 1.0 / float(np.sqrt(hd))  # a Python float keeps float32 arrays float32
+    scores += np.where(causal_mask(T, S), 0.0, -np.inf).astype(scores.dtype)  # (T, S) mask
+    scores -= scores.max(axis=-1, keepdims=True)  # softmax, in place (same values as softmax())
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
 # ----------------------------------------------------------------------------- KV cache
 
 
 @dataclass
 class KVCache:
-    """Per-layer keys and values of the positions already processed.
+    """Per-layer keys and values of the positions already processed, in full precision.
 
-    k[i], v[i]: (B, Hkv, context, hd) preallocated (Hkv key/value heads); ``pos`` are filled.
+    k[i], v[i]: (B, Hkv, context, hd) preallocated (Hkv key/value heads); ``pos`` positions are
+    filled. Keys are stored after RoPE. A cache is anything with ``pos`` and
+    ``attend(i, q, k, v, cos, sin)`` (below):
+    ``attention`` hands it the new rotary queries and the new keys *before* RoPE with their
+    rotation tables, so a cache injected from above (e.g. one that stores quantized keys, before
+    or after RoPE) decides what it stores and what the queries see.
     """
 
     k: list[np.ndarray]
     v: list[np.ndarray]
     pos: int = 0
     capacity: int = field(default=0)
+
+    def attend(self, i: int, q, k, v, cos, sin) -> np.ndarray:
+        """Write layer ``i``'s new keys (rotated here) and values at [pos, pos + T), then let
+        the queries q (B, H, T, hd) attend over all pos + T positions -> (B, H, T, hd)."""
+        start, T = self.pos, k.shape[2]
+        self.k[i][:, :, start : start + T] = apply_rope(k, cos, sin)
+        self.v[i][:, :, start : start + T] = v
+        return causal_attention(q, self.k[i][:, :, : start + T], self.v[i][:, :, : start + T])
 
 
 def new_cache(cfg: Config, batch: int = 1, dtype=np.float32) -> KVCache:
@@ -282,11 +334,10 @@ def attention(
     projection: softmax(q kᵀ/√hd + mask) v with rotary q, k — (B, T, d) with heads concatenated.
 
     With a ``cache``, keys/values are written at positions [cache.pos, cache.pos + T) and the
-    queries attend over all cached positions.
+    queries attend over all cached positions (``cache.attend``: what it stores is its choice).
     """
     B, T, d = h.shape
     H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    G = H // Hkv  # query heads per key/value head (1 without GQA)
     p = f"blk.{i}."
     start = 0 if cache is None else cache.pos
     q = _lin(params, p + "attn_q.weight", h, record)  # (B, T, d)
@@ -296,24 +347,11 @@ def attention(
     k = k.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)  # (B, Hkv, T, hd)
     v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
     cos, sin = rope_tables(np.arange(start, start + T), hd, cfg.rope_theta, h.dtype)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if cache is not None:
-        cache.k[i][:, :, start : start + T] = k
-        cache.v[i][:, :, start : start + T] = v
-        k = cache.k[i][:, :, : start + T]  # (B, Hkv, S, hd)
-        v = cache.v[i][:, :, : start + T]
-    S = k.shape[2]
-    mask = causal_mask(T, S)  # (T, S)
-    if G > 1:  # query head h reads key/value head h // G (llama.cpp's order): stack a group's
-        q = q.reshape(B, Hkv, G * T, hd)  # queries as rows, never copy K/V  (B, Hkv, G·T, hd)
-        mask = np.tile(mask, (G, 1))  # (G·T, S)
-    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S), or (B, Hkv, G·T, S) with GQA
-    scores *= 1.0 / float(np.sqrt(hd))  # a Python float keeps float32 arrays float32
-    scores += np.where(mask, 0.0, -np.inf).astype(scores.dtype)  # causal mask
-    scores -= scores.max(axis=-1, keepdims=True)  # softmax, in place (same values as softmax())
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    att = (scores @ v).reshape(B, H, T, hd)  # (B, H, T, hd)
+    q = apply_rope(q, cos, sin)
+    if cache is None:
+        att = causal_attention(q, apply_rope(k, cos, sin), v)  # (B, H, T, hd)
+    else:  # the cache stores k (pre-RoPE here) and v its own way and runs the attention
+        att = cache.attend(i, q, k, v, cos, sin)  # (B, H, T, hd)
     return att.transpose(0, 2, 1, 3).reshape(B, T, d)  # (B, T, d)
 
 
