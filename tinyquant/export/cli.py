@@ -2,6 +2,7 @@
 
     tinyquant export gguf --type Q4_K_M --out m.gguf [--imatrix [FILE]] [--checkpoint C]
     tinyquant import gguf m.gguf                 # prints the config and each tensor's type
+    tinyquant export onnx --recipe w8a8-o3 --out m.onnx      # ONNX Runtime (export/onnx.py)
 
 ``--imatrix`` without a file computes the importance matrix from calibration text (and
 ``--imatrix-out`` saves it in llama.cpp's format); with a file, reads llama.cpp's GGUF imatrix.
@@ -76,6 +77,7 @@ def add_export_commands(sub) -> None:
     g.add_argument("--calib", type=int, default=16, help="calibration sequences (default 16)")
     g.add_argument("--checkpoint", default=None, help="the FP32 checkpoint (default: shipped)")
     g.set_defaults(func=_cmd_export)
+    add_onnx_command(fmt)
 
     p = sub.add_parser(
         "import",
@@ -86,3 +88,35 @@ def add_export_commands(sub) -> None:
     g = fmt.add_parser("gguf", help="a GGUF v3 file of architecture llama")
     g.add_argument("file", help="the .gguf file")
     g.set_defaults(func=_cmd_import)
+
+
+def _cmd_export_onnx(args) -> int:
+    from pathlib import Path
+
+    from tinyquant.export.onnx import export_onnx
+    from tinyquant.llm.checkpoint import load_checkpoint
+    from tinyquant.llm.data import calibration_samples
+    from tinyquant.presets import get_recipe
+    from tinyquant.qmodel import quantize_model
+
+    params, cfg, _ = load_checkpoint(args.checkpoint)
+    recipe = get_recipe(args.recipe)
+    calib = calibration_samples(args.calib, cfg.context) if recipe.needs_calibration else None
+    model = quantize_model(params, cfg, recipe, calib)
+    how = export_onnx(model.params, cfg, args.out)
+    counts: dict[str, int] = {}
+    for h in how.values():
+        counts[h] = counts.get(h, 0) + 1
+    kinds = "; ".join(f"{k} ×{v}" for k, v in sorted(counts.items()))
+    print(f"wrote {args.out}: {recipe.name}, {Path(args.out).stat().st_size / 1e6:.2f} MB, {kinds}")
+    return 0
+
+
+def add_onnx_command(fmt) -> None:
+    """``export onnx``: the model (fp32, W8A8 QDQ, 4-bit MatMulNBits) as an ONNX graph."""
+    g = fmt.add_parser("onnx", help="ONNX graph for ONNX Runtime (fp32, w8a8*, 4-bit integer)")
+    g.add_argument("--recipe", default="fp32", help="a preset: fp32, w8a8, w8a8-o3, w4-rtn-g128…")
+    g.add_argument("--out", required=True, help="the .onnx file to write")
+    g.add_argument("--calib", type=int, default=16, help="calibration sequences (default 16)")
+    g.add_argument("--checkpoint", default=None, help="the FP32 checkpoint (default: shipped)")
+    g.set_defaults(func=_cmd_export_onnx)
