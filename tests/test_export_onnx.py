@@ -199,3 +199,17 @@ def test_ort_percentile_is_a_histogram_bin_edge_within_one_bin_of_our_percentile
     assert hi == -lo and abs(hi - ours) <= width + float(
         np.ptp(np.percentile(a, [p - 1e-3, p + 1e-3]))
     )
+
+
+def test_cli_exports_onnx_and_tflite_and_refuses_nf4_with_exit_2(tmp_path, capsys):
+    from tinyquant.cli import main
+
+    assert (
+        main(["export", "onnx", "--recipe", "w4-rtn-g128", "--out", str(tmp_path / "m.onnx")]) == 0
+    )
+    assert "MatMulNBits" in capsys.readouterr().out
+    out = tmp_path / "b.tflite"
+    assert main(["export", "tflite", "--calib", "2", "--tokens", "8", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert main(["export", "onnx", "--recipe", "nf4", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "nf4" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
