@@ -13,7 +13,9 @@ Bit-exact with bitsandbytes' kernels (kQuantizeBlockwise): y = x · (1/absmax) i
 and FP4 use bitsandbytes' hard-coded comparison trees (``x > threshold`` → upper code, so a
 value equal to a threshold gets the lower code); the thresholds are the float32 midpoints
 between neighbouring code values (FP4: the decimal literals of dQuantizeFP4). The 8-bit map
-is quantized with bitsandbytes' binary search (dQuantize<0>). Block order: bitsandbytes blocks the
+(formats.py, equal to ``create_dynamic_map(signed=True)`` entry for entry) is searched as
+bitsandbytes' dQuantize<0> does, final pivot and code 255 included, so double-quantized absmax
+codes equal bitsandbytes'. Block order: bitsandbytes blocks the
 flattened tensor; our blocks are (1, …, 1, 64) along the last axis — the same blocks whenever
 the last dimension is a multiple of 64. An all-zero block gets 1/absmax := 0 (bitsandbytes
 would divide by zero) and decodes to exact zeros. The mean for double quantization is numpy's
