@@ -213,3 +213,17 @@ def test_cli_exports_onnx_and_tflite_and_refuses_nf4_with_exit_2(tmp_path, capsy
     assert out.stat().st_size > 0
     assert main(["export", "onnx", "--recipe", "nf4", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "nf4" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_graph_the_installed_runtime_cannot_load_is_refused_before_any_file(tmp_path):
+    from onnx import helper
+
+    from tinyquant.export.onnx import check_runtime
+
+    h = helper
+    g = h.make_graph([h.make_node("NoSuchOp", ["x"], ["y"], domain="com.microsoft")], "bad",
+                     [h.make_tensor_value_info("x", 1, [1])], [h.make_tensor_value_info("y", 1, [1])])  # fmt: skip
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 21), h.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 10
+    with pytest.raises(ValueError, match="the installed onnxruntime .* cannot run this graph"):
+        check_runtime(m)

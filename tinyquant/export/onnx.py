@@ -54,7 +54,7 @@ from tinyquant.linears.quant_linear import QuantLinear
 from tinyquant.linears.wrappers import ActQuantLinear
 from tinyquant.llm.model import Config, rope_tables
 
-__all__ = ["onnx_modules", "build_onnx", "export_onnx", "OPSET"]
+__all__ = ["onnx_modules", "build_onnx", "check_runtime", "export_onnx", "OPSET"]
 
 OPSET = 21  # QuantizeLinear/DequantizeLinear with int4/blocked support; ReduceMean axes input
 LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -286,15 +286,36 @@ def build_onnx(params: dict, cfg: Config) -> tuple[object, dict[str, str]]:
     return model, how
 
 
-def export_onnx(params: dict, cfg: Config, path: str | Path) -> dict[str, str]:
+def check_runtime(model) -> None:
+    """Load the graph in the installed ONNX Runtime (if any): an op or opset it lacks is a
+    ValueError naming the runtime's version, before any file is written."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return  # nothing to check against; the file is still valid ONNX
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own Fail/NotImplemented/InvalidGraph types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"the installed onnxruntime {ort.__version__} cannot run this graph ({first}); "
+            "pip install -U onnxruntime"
+        ) from None
+
+
+def export_onnx(params: dict, cfg: Config, path: str | Path, check: bool = True) -> dict[str, str]:
     """Write the model as an ONNX file (atomically); returns {linear: how it was exported}.
 
-    Raises ValueError (and writes nothing) for a Linear no ONNX Runtime op expresses, or a
-    path that cannot be written.
+    Raises ValueError (and writes nothing) for a Linear no ONNX Runtime op expresses, an op
+    the installed ONNX Runtime lacks (``check``), or a path that cannot be written.
     """
     path = Path(path)
     model, how = build_onnx(params, cfg)  # 1) refuse inexpressible recipes before any file
+    if check:
+        check_runtime(model)  # 2) and graphs the installed runtime cannot load
     onnx, _, _ = onnx_modules()
-    with written_beside(path, ".onnx") as tmp:  # 2) complete file or none
+    with written_beside(path, ".onnx") as tmp:  # 3) complete file or none
         onnx.save_model(model, tmp)
     return how
