@@ -111,7 +111,11 @@ def test_double_quantized_nf4_absmax_codes_equal_dquantize_of_the_centred_absmax
     w[3, :64] = 0.0  # an all-zero block
     w[5, 128:192] = 1e-30  # a tiny constant block
     w[7, 7] = 3.0  # one outlier
-    qt = quantize_codebook(w, "nf4", double_quant=True)
+    w[9, 256:320] = -np.abs(w[9, 256:320])  # a negative-only block
+    w[11, 0:64] = 1e-40  # subnormal
+    w[13, 64:128] = 1e-30
+    with np.errstate(over="ignore"):  # 1/absmax of the subnormal block is inf, as in the kernel
+        qt = quantize_codebook(w, "nf4", double_quant=True)
     absmax = np.abs(w).reshape(-1, 64).max(axis=1)
     c2 = absmax - F(qt.scale_offset)
     c2 = np.concatenate([c2, np.zeros((-c2.size) % 256, F)]).reshape(-1, 256)
@@ -121,3 +125,18 @@ def test_double_quantized_nf4_absmax_codes_equal_dquantize_of_the_centred_absmax
         inv = F(1.0) / np.abs(blk).max()
         want += [dquantize(code, F(v * inv)) for v in blk]
     assert qt.scale.codes.reshape(-1).tolist() == want
+
+
+def test_dquantize_holds_on_huge_tiny_and_one_signed_normalised_blocks():
+    code = np.array(DYNAMIC8_CODE, F)
+    rng = np.random.default_rng(2)
+    for scale in (1e30, 1e-30, 1e-40):
+        for sign in (1, -1, None):
+            x = rng.normal(size=256).astype(F) * F(scale)
+            if sign is not None:
+                x = (sign * np.abs(x)).astype(F)
+            with np.errstate(over="ignore", invalid="ignore"):  # 1/1e-40 = inf, as in CUDA
+                inv = F(1.0) / np.abs(x).max()
+                y = (x * inv).astype(F)
+                got = encode_codebook(y, "dynamic8").tolist()
+            assert got == [dquantize(code, v) for v in y]
