@@ -67,3 +67,25 @@ def test_act_order_groups_that_are_not_contiguous_refuse_to_become_a_qtensor():
     r = gptq_quantize(W, H, bits=3, group_size=16, act_order=True)
     with pytest.raises(ValueError, match="static_groups=True"):
         to_qtensor(r)
+
+
+def test_dead_params_from_original_fits_the_grid_before_the_dead_columns_are_zeroed():
+    """The reference's order (find_params(W), then W[:, dead] = 0); with a diagonal H GPTQ is
+    exactly RTN, so the live columns' codes are RTN on the un-zeroed W's per-row grid."""
+    from tinyquant.algos.qgrid import minmax_qparams, quantize_codes
+
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(8, 32)).astype(np.float32)
+    W[:, 5] = 6.0 * np.sign(rng.normal(size=8))  # a dead column that would widen every grid
+    H = np.diag(rng.uniform(0.5, 2.0, 32))
+    H[5, 5] = 0.0
+    ref = gptq_quantize(W, H, bits=4, dead_params_from="original")
+    ours = gptq_quantize(W, H, bits=4)
+    s, z = minmax_qparams(W, 4, symmetric=False)  # the reference: from W before zeroing
+    live = np.arange(32) != 5
+    want = quantize_codes(W[:, live].T, s, z, 15).T
+    assert np.array_equal(ref.codes[:, live], want)
+    assert np.array_equal(ref.scale[:, 0], s)
+    assert not np.array_equal(ours.scale[:, 0], s)  # "zeroed": the dead column is ignored
+    r2 = gptq_reference(W, H, bits=4, dead_params_from="original")
+    assert np.array_equal(r2.codes, ref.codes)

@@ -97,3 +97,26 @@ def test_a_value_that_overflows_fp16_is_finite_in_bf16():
 def test_inf_overflow_mode_is_refused_for_formats_without_inf():
     with pytest.raises(ValueError, match="not available"):
         encode(np.ones(2, np.float32), "fp8_e4m3", overflow="inf")
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"])
+def test_float64_input_is_rounded_once_to_the_nearest_value(fmt):
+    """Oracle: the nearest representable value, found by exact search over the format's
+    values (float64 distances are exact here); ties go to the even code."""
+    vals = decode(all_codes(fmt), fmt).astype(np.float64)
+    vals = np.unique(vals[np.isfinite(vals)])  # sorted
+    rng = np.random.default_rng(0)
+    mids = rng.choice((vals[:-1] + vals[1:]) / 2, size=min(3000, vals.size - 1), replace=False)
+    top = vals[-1]
+    x = np.concatenate(
+        [
+            mids + np.abs(mids) * 2.0**-40,
+            mids - np.abs(mids) * 2.0**-40,
+            rng.uniform(-top, top, 2000),
+        ]
+    )  # just off the ties: float32 would tie
+    x = x[np.abs(x) < top]
+    got = round_to_format(x, fmt).astype(np.float64)
+    i = np.clip(np.searchsorted(vals, x), 1, vals.size - 1)
+    nearest = np.minimum(np.abs(vals[i] - x), np.abs(vals[i - 1] - x))
+    assert np.array_equal(np.abs(got - x), nearest)

@@ -16,7 +16,11 @@ IST-DASLab/gptq ``gptq.py``/``quant.py`` (conventions below match them).
 Conventions (as the reference): unsigned codes in [0, maxq], maxq = 2^bits − 1; the min-max range
 always includes 0; symmetric zero = (maxq + 1)/2; round half to even; dead inputs (diag H = 0) get
 H[i,i] = 1 and W[:, i] = 0; damping λ = damp·mean(diag H). Groups take their (scale, zero) when
-their first column is reached, from the error-updated weights. One deliberate difference:
+their first column is reached, from the error-updated weights. Two deliberate differences:
+without groups, the reference takes each row's (scale, zero) from W *before* zeroing the dead
+columns (``find_params(W)`` runs first in ``fasterquant``); we take them after, so a dead
+column's weights (which never reach the output) do not widen the grid — ``dead_params_from=
+"original"`` reproduces the reference (groups are fitted after the zeroing in both). And
 the reference reads a group that starts inside a chunk from W as it was at the chunk start (the
 updates from the same chunk's earlier columns are missing); we read the fully updated weights.
 ``group_params_from="chunk_start"`` reproduces the reference.
@@ -182,10 +186,11 @@ class GroupParams:
 
 
 def prepare(W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,
-            group_params_from, scale_dtype):  # fmt: skip
+            group_params_from, scale_dtype, dead_params_from="zeroed"):  # fmt: skip
     """Steps shared by both twins. Returns (W (O, I) in processing order, U, perm, groups, damp).
 
-    1) dead inputs: a column nobody excites is set to zero and made harmless in H
+    1) dead inputs: a column nobody excites is set to zero and made harmless in H (without
+       groups and with ``dead_params_from="original"``, the rows' grids come from W before)
     2) static groups from the original W  3) act-order: columns by decreasing diag H
     4) U = upper Cholesky factor of (H + λI)⁻¹ (= Alg. 1's Cholesky(H⁻¹)ᵀ), float32.
     """
@@ -198,6 +203,7 @@ def prepare(W, H, bits, group_size, symmetric, act_order, static_groups, damp, m
     g = I if group_size is None else per_group((O, I), group_size)[1]
     check_option(scale_dtype, "scale_dtype", ("float32", "float16"))
     check_option(group_params_from, "group_params_from", ("current", "chunk_start"))
+    check_option(dead_params_from, "dead_params_from", ("zeroed", "original"))
     check_real(damp, "damp", 0.0)
     fit = mse_qparams if mse else minmax_qparams
 
@@ -205,11 +211,15 @@ def prepare(W, H, bits, group_size, symmetric, act_order, static_groups, damp, m
         s, z = fit(cols, bits, symmetric)  # cols (O, g) → scale (O,), zero (O,)
         return s.astype(scale_dtype).astype(np.float32), z
 
+    W_grid = W.copy() if dead_params_from == "original" and g == I else None  # the reference
     dead = np.diag(H) == 0  # 1)
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(I)  # 3)
-    groups = GroupParams(W, perm, g, qparams, static_groups, group_params_from)  # 2)
+    if W_grid is not None:  # one group of I columns, fitted up front to the un-zeroed W
+        groups = GroupParams(W_grid, perm, g, qparams, True, group_params_from)
+    else:
+        groups = GroupParams(W, perm, g, qparams, static_groups, group_params_from)  # 2)
     U, damp_used = damped_hinv_factor(H[np.ix_(perm, perm)], damp)  # 4)
     return W[:, perm], np.ascontiguousarray(U), perm, groups, damp_used
 
@@ -260,6 +270,7 @@ def gptq_quantize(
     mse: bool = False,
     group_params_from: Literal["current", "chunk_start"] = "current",
     scale_dtype: Literal["float32", "float16"] = "float32",
+    dead_params_from: Literal["zeroed", "original"] = "zeroed",
 ) -> GPTQResult:
     """Quantize W (O, I) with GPTQ given the layer Hessian H = 2XᵀX/N (I, I).
 
@@ -269,6 +280,8 @@ def gptq_quantize(
     reference's shrink-grid search (``qgrid.mse_qparams``) instead of min-max.
     ``scale_dtype="float16"`` rounds each scale to float16 *before* its codes are chosen (as
     stored by GPTQ/AutoGPTQ checkpoints), so codes and stored scales agree exactly.
+    ``dead_params_from="original"`` (per-channel only) fits the grids before dead columns are
+    zeroed, as IST-DASLab/gptq and AutoGPTQ do; "zeroed" (default) after.
     The literal Algorithm 1 is :func:`tinyquant.algos.gptq_reference.gptq_reference`.
 
     >>> rng = np.random.default_rng(0)
@@ -282,7 +295,7 @@ def gptq_quantize(
     # 1)–4) dead inputs, static groups, act-order, U (see `prepare`)
     Wp, U32, perm, groups, damp_used = prepare(
         W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,
-        group_params_from, scale_dtype,
+        group_params_from, scale_dtype, dead_params_from,
     )  # fmt: skip
     I, O = Wp.shape[1], Wp.shape[0]
     g, maxq = groups.g, 2**bits - 1

@@ -29,7 +29,8 @@ from tinyquant.algos.qgrid import quantize_codes
 
 def gptq_reference(W, H, bits=4, group_size=None, symmetric=False, act_order=False,
                    static_groups=False, damp=0.01, B=128, mse=False,
-                   group_params_from="current", scale_dtype="float32") -> GPTQResult:  # fmt: skip
+                   group_params_from="current", scale_dtype="float32",
+                   dead_params_from="zeroed") -> GPTQResult:  # fmt: skip
     """GPTQ as Algorithm 1 of the paper, same arguments as ``gptq_quantize`` (chunk is B).
 
     >>> from tinyquant.algos.gptq import gptq_quantize
@@ -44,7 +45,7 @@ def gptq_reference(W, H, bits=4, group_size=None, symmetric=False, act_order=Fal
         raise ValueError(f"B={B} must be a positive number of columns (GPTQ uses 128)")
     W, Hinv, perm, groups, damp = prepare(
         W, H, bits, group_size, symmetric, act_order, static_groups, damp, mse,
-        group_params_from, scale_dtype,
+        group_params_from, scale_dtype, dead_params_from,
     )  # fmt: skip
     O, I = W.shape  # W (O, I) in processing order; Hinv (I, I) upper: Cholesky(H⁻¹)ᵀ, line 3
     g, maxq = groups.g, 2**bits - 1

@@ -27,12 +27,24 @@ How the reference implementations choose (scale, zero) — they disagree; we off
       constant block c is widened to contain 0, so that c is exact (the reference floors the
       range at 1e-5, a float16 guard, and turns c into 1e-5); and the scale is computed in
       float64 and rounded once to float32 (the reference's float16 arithmetic rounds twice).
-  asymmetric (the other conventions; PyTorch observers, GPTQ sym=False):
+  convention="torch" (torch.ao.quantization observers and fake_quantize_*, bit for bit):
+      every step in float32 as torch does it: lo = min(lo, 0), hi = max(hi, 0);
+      asymmetric scale = max((hi − lo) / float32(qmax − qmin), eps), zero = clamp(qmin −
+      round(lo / scale)); symmetric scale = max(max(−lo, hi) / float32((qmax − qmin) / 2), eps),
+      zero 0 (signed) or 128 (uint8; (qmin + qmax) // 2 for narrower unsigned ranges). eps is
+      float32 eps (2⁻²³), so a constant or all-zero block gets no special case. Quantizing
+      with this convention rounds x · float32(1 / scale) — torch's fake_quantize_per_tensor_
+      affine / _per_channel_affine and quantize_per_tensor — not x / scale: at near-ties the
+      codes differ (x = −3.253264, scale = 0.025515797: x / scale = −127.49999 → −127, x ·
+      (1 / scale) = −127.5 → −128).
+  asymmetric (the other conventions; GPTQ sym=False; PyTorch's formula rounded once):
       the range is widened to contain 0, lo = min(min x, 0), hi = max(max x, 0);
       scale = (hi − lo) / (qmax − qmin), zero = clamp(qmin − round(lo / scale), qmin, qmax),
       an integer, so that x = 0 is exactly representable (padding, ReLU zeros stay exact).
 
-Where we deliberately differ from PyTorch: PyTorch clamps scale to float32 eps; we only replace
+Where the other conventions deliberately differ from PyTorch (use "torch" to match it): the
+scale is computed in float64 and rounded once (torch: float32 ops, which differ by 1 ulp in
+~40% of random blocks); PyTorch clamps scale to float32 eps; we only replace
 scales below the smallest normal float32 (2⁻¹²⁶) by it, so tiny tensors keep their resolution.
 A *constant* block (all values c) gets scale |c| (1 for c = 0; no floor) and codes ±1 (or
 zero), so that it reconstructs exactly — the general formula's amax/qmax·qmax can miss c by one
@@ -70,7 +82,8 @@ __all__ = [
     "code_dtype",
 ]
 
-CONVENTIONS = ("restricted", "full", "gptq", "awq")
+CONVENTIONS = ("restricted", "full", "gptq", "awq", "torch")
+TORCH_EPS = np.float32(np.finfo(np.float32).eps)  # torch observers' scale floor, 2^-23
 SCALE_FLOOR = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2^-126
 
 
@@ -180,6 +193,9 @@ def qparams_from_range(
     qmin, qmax = f.qmin, f.qmax
     lo64, hi64 = lo.astype(np.float64), hi.astype(np.float64)
 
+    if convention == "torch":
+        return _torch_qparams(lo, hi, f, symmetric)
+
     if symmetric and convention == "gptq":
         if qmin != 0:
             raise ValueError(
@@ -239,6 +255,35 @@ def qparams_from_range(
     return scale, zero
 
 
+def _torch_qparams(lo: np.ndarray, hi: np.ndarray, f: Format, symmetric: bool):
+    """torch.ao.quantization's ``_calculate_qparams``, in float32 step by step.
+
+    >>> s, z = _torch_qparams(np.float32([-1.0]), np.float32([0.3]), get_format("uint8"), False)
+    >>> float(s[0]), int(z[0])  # float32 1.3 / 255 (float64 would give 0.005098039284…)
+    (0.0050980388186872005, 196)
+    """
+    qmin, qmax = f.qmin, f.qmax
+    # 1) the range always contains 0
+    lo0, hi0 = np.minimum(lo, np.float32(0)), np.maximum(hi, np.float32(0))  # float32
+    with np.errstate(over="ignore"):
+        if symmetric:  # 2a) amax / ((qmax − qmin) / 2), zero fixed
+            amax = np.maximum(-lo0, hi0)
+            scale = amax / np.float32((qmax - qmin) / 2)
+            mid = 128 if (qmin, qmax) == (0, 255) else (qmin + qmax) // 2
+            zero = np.full(lo.shape, 0 if qmin < 0 else mid, dtype=np.int32)
+        else:  # 2b) (hi − lo) / (qmax − qmin), zero = qmin − round(lo / scale), clamped
+            scale = (hi0 - lo0) / np.float32(qmax - qmin)
+    # 3) the eps floor (torch.max(scale, eps)); an infinite scale cannot be stored
+    scale = np.maximum(scale, TORCH_EPS).astype(np.float32)
+    if not np.all(np.isfinite(scale)):
+        raise ValueError(
+            "the range is too large for a float32 scale (hi − lo overflows float32); rescale x"
+        )
+    if not symmetric:
+        zero = np.clip(qmin - np.rint(lo0 / scale), qmin, qmax).astype(np.int32)
+    return scale, zero
+
+
 def _finite_scale(scale: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """Reject inf scales; raise scales below 2^-126 to it (constant blocks, ``keep``, exempt)."""
     if not np.all(np.isfinite(scale)):
@@ -295,8 +340,12 @@ def quantize(
     zero: np.ndarray,
     fmt: str | Format,
     block_size: Sequence[int] | None = None,
+    convention: str | None = None,
 ) -> np.ndarray:
     """codes = clamp(round_half_even(x / scale) + zero, qmin, qmax), int8/uint8.
+
+    ``convention="torch"`` rounds x · float32(1 / scale) instead, as torch's quantize and
+    fake_quantize kernels do (the zero is added to the rounded float, then clamped).
 
     With ``block_size``, scale/zero have shape x.shape // block_size. With ``block_size=None``
     they are broadcast against x as-is (e.g. GPTQ's one column ``w[:, j]`` with scale (O,)).
@@ -305,16 +354,26 @@ def quantize(
     array([0, 2, 2, 7], dtype=int8)
     """
     f = _int_format(fmt)
+    if convention is not None:
+        check_option(convention, "convention", CONVENTIONS)
     x = as_float32(x)
     scale, zero = _check_scale_zero(scale, zero)
-    if block_size is None:
-        _check_broadcast(x.shape, scale, zero)
-        q = np.rint(x / scale) + zero
-    else:
-        block = _check_params(x.shape, scale, block_size)
-        xb = x.reshape(_blocked_shape(x.shape, block))  # (n0, b0, n1, b1, …)
-        zb = _per_block(np.broadcast_to(zero, scale.shape), block)
-        q = (np.rint(xb / _per_block(scale, block)) + zb).reshape(x.shape)
+
+    def scaled(v: np.ndarray, s: np.ndarray) -> np.ndarray:
+        if convention == "torch":  # x · (1/s): inv_scale = 1.0f / scale, then a multiply
+            with np.errstate(over="ignore"):
+                return v * (np.float32(1.0) / s)
+        return v / s
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        if block_size is None:
+            _check_broadcast(x.shape, scale, zero)
+            q = np.rint(scaled(x, scale)) + zero
+        else:
+            block = _check_params(x.shape, scale, block_size)
+            xb = x.reshape(_blocked_shape(x.shape, block))  # (n0, b0, n1, b1, …)
+            zb = _per_block(np.broadcast_to(zero, scale.shape), block)
+            q = (np.rint(scaled(xb, _per_block(scale, block))) + zb).reshape(x.shape)
     return np.clip(q, f.qmin, f.qmax).astype(code_dtype(f))
 
 
@@ -388,4 +447,5 @@ def fake_quantize(
     """
     x = as_float32(x)
     scale, zero = choose_qparams(x, fmt, block_size, symmetric, convention, clip_ratio)
-    return dequantize(quantize(x, scale, zero, fmt, block_size), scale, zero, block_size)
+    codes = quantize(x, scale, zero, fmt, block_size, convention=convention)
+    return dequantize(codes, scale, zero, block_size)

@@ -13,7 +13,9 @@ Bit-exact with bitsandbytes' kernels (kQuantizeBlockwise): y = x · (1/absmax) i
 and FP4 use bitsandbytes' hard-coded comparison trees (``x > threshold`` → upper code, so a
 value equal to a threshold gets the lower code); the thresholds are the float32 midpoints
 between neighbouring code values (FP4: the decimal literals of dQuantizeFP4). The 8-bit map
-is quantized with bitsandbytes' binary search (dQuantize<0>). Block order: bitsandbytes blocks the
+(formats.py, equal to ``create_dynamic_map(signed=True)`` entry for entry) is searched as
+bitsandbytes' dQuantize<0> does, final pivot and code 255 included, so double-quantized absmax
+codes equal bitsandbytes'. Block order: bitsandbytes blocks the
 flattened tensor; our blocks are (1, …, 1, 64) along the last axis — the same blocks whenever
 the last dimension is a multiple of 64. An all-zero block gets 1/absmax := 0 (bitsandbytes
 would divide by zero) and decodes to exact zeros. The mean for double quantization is numpy's
@@ -72,20 +74,31 @@ def _codebook_format(fmt: str | Format) -> Format:
 
 
 def _dynamic_search(y: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """bitsandbytes dQuantize<0>: 7-step binary search over the sorted 256-entry code."""
+    """bitsandbytes dQuantize<0>: 7-step binary search over the sorted 256-entry code.
+
+    1) walk from pivot 127 by ±64, ±32, …, ±1 (``y > code[pivot]`` goes right), tracking the
+       last pivot passed on each side (lower_pivot, upper_pivot; 0 and 255 until moved);
+    2) compare y with the FINAL pivot's value and the bracket on y's side: above it, the upper
+       bracket wins when y > (upper + val)·½; below it, the lower bracket wins when
+       y < (lower + val)·½; otherwise the final pivot. Code 255 (= 1.0) is reachable.
+    The midpoints are float32 ``(a + b) * 0.5f`` as in the kernel.
+    """
+    half = np.float32(0.5)
     pivot = np.full(y.shape, 127, dtype=np.int64)
-    upper = np.full(y.shape, 255, dtype=np.int64)
-    lower = np.zeros(y.shape, dtype=np.int64)
+    upper_pivot = np.full(y.shape, 255, dtype=np.int64)
+    lower_pivot = np.zeros(y.shape, dtype=np.int64)
     val = code[pivot]
-    for i in (64, 32, 16, 8, 4, 2, 1):
+    for i in (64, 32, 16, 8, 4, 2, 1):  # 1) the walk
         right = y > val
-        lower = np.where(right, pivot, lower)
-        upper = np.where(right, upper, pivot)
+        lower_pivot = np.where(right, pivot, lower_pivot)
+        upper_pivot = np.where(right, upper_pivot, pivot)
         pivot = np.where(right, pivot + i, pivot - i)
         val = code[pivot]
-    upper = np.where(upper == 255, 254, upper)
-    take_lower = np.abs(y - code[lower]) < np.abs(y - code[upper])
-    return np.where(take_lower, lower, upper).astype(np.uint8)
+    upper, lower = code[upper_pivot], code[lower_pivot]  # 2) the final comparison
+    above = y > val
+    up = np.where(y > (upper + val) * half, upper_pivot, pivot)
+    down = np.where(y < (lower + val) * half, lower_pivot, pivot)
+    return np.where(above, up, down).astype(np.uint8)
 
 
 def encode_codebook(y: np.ndarray, fmt: str | Format) -> np.ndarray:

@@ -76,8 +76,34 @@ def _round_magnitude(a: np.ndarray, f: Format) -> np.ndarray:
     return ((e_t + B - 1) << M) + q  # carry into the exponent is automatic
 
 
+def _float32_round_to_odd(x: np.ndarray) -> np.ndarray:
+    """float64 → float32 rounded to odd: truncate toward 0, then set the last bit if inexact.
+
+    Rounding to odd into a format with at least two more bits than the target, then to nearest
+    even into the target, is the one correctly rounded result (Boldo & Melquiond 2008,
+    "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd",
+    Thm. 1); float32 has 24 bits and ≥ 13 more than every target here, down to its
+    subnormals. Plain float64 → float32 → target rounds twice: 1 + 2⁻¹¹ + 2⁻³⁰ → float32 is
+    the fp16 tie 1 + 2⁻¹¹ → 1.0, while the nearest fp16 is 1 + 2⁻¹⁰.
+
+    >>> x = np.array([1 + 2.0**-11 + 2.0**-30])
+    >>> bool(_float32_round_to_odd(x)[0] > 1 + 2.0**-11)
+    True
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = x64.astype(np.float32)  # nearest even (may round away from 0, or to ±inf)
+        away = np.isfinite(x64) & (np.abs(t.astype(np.float64)) > np.abs(x64))
+        t = np.where(away, np.nextafter(t, np.float32(0)), t).astype(np.float32)  # truncated
+        inexact = np.isfinite(x64) & (t.astype(np.float64) != x64)
+    return (t.view(np.uint32) | inexact.astype(np.uint32)).view(np.float32)
+
+
 def encode(x: np.ndarray, fmt: str | Format, overflow: str | None = None) -> np.ndarray:
-    """Round FP32 values to ``fmt`` and return the raw bit codes (uint16 or uint8).
+    """Round values to ``fmt`` and return the raw bit codes (uint16 or uint8).
+
+    float64 input is rounded once, to the nearest value of ``fmt`` (through float32 rounded
+    to odd, which keeps the information a plain float32 cast would lose).
 
     >>> encode(np.array([1.0, 448.0, 464.0, 500.0, -0.0]), "fp8_e4m3")   # 464 ties to 448
     array([ 56, 126, 126, 127, 128], dtype=uint8)
@@ -92,6 +118,9 @@ def encode(x: np.ndarray, fmt: str | Format, overflow: str | None = None) -> np.
     if mode not in allowed:
         raise ValueError(f"overflow={mode!r} is not available for {f.name}; use one of {allowed}")
     E, M = f.exponent_bits, f.mantissa_bits
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:  # float64 / longdouble: round once
+        x = _float32_round_to_odd(x)
     x = np.asarray(x, dtype=np.float32)
     u = x.view(np.uint32).astype(np.int64)
     sign = (u >> 31) << (E + M)  # target sign bit
@@ -151,6 +180,8 @@ def decode(bits: np.ndarray, fmt: str | Format) -> np.ndarray:
 
 def round_to_format(x: np.ndarray, fmt: str | Format, overflow: str | None = None) -> np.ndarray:
     """The float32 value nearest to x in ``fmt`` (ties to even): decode(encode(x)).
+
+    A float64 x is rounded once (see ``encode``), so the result is nearest to x itself.
 
     >>> round_to_format(np.array([0.1, 3.3, 1e5]), "bf16").tolist()
     [0.10009765625, 3.296875, 99840.0]

@@ -104,18 +104,40 @@ FP4_BNB_CODE = tuple(
 )
 
 
+def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
+    """torch.linspace(start, end, steps, dtype=float32) on CPU, value for value.
+
+    ATen's kernel: step = (end − start)/(steps − 1) in float32; the first steps//2 values are
+    start + step·idx, the rest end − step·(steps − 1 − idx), each multiply-add fused into one
+    rounding (the shipped x86 builds contract it to an FMA). numpy's linspace computes
+    start + idx·step with two roundings, which misses 22 of the 256 dynamic-map entries by up
+    to 2 ulp. The fused operation is exact in float64 here (a 24-bit step times idx < 2⁷ plus
+    a float32 of similar magnitude fits in 53 bits), so one cast to float32 is the FMA.
+
+    >>> _torch_linspace_f32(0.1, 1.0, 3).tolist()
+    [0.10000000149011612, 0.550000011920929, 1.0]
+    """
+    s, e = np.float32(start), np.float32(end)
+    step = np.float64((e - s) / np.float32(steps - 1))  # float32 division, held exactly
+    idx = np.arange(steps, dtype=np.float64)
+    head = np.float64(s) + step * idx  # idx < steps // 2
+    tail = np.float64(e) - step * (steps - 1 - idx)  # the rest, counted back from the end
+    return np.where(idx < steps // 2, head, tail).astype(np.float32)
+
+
 def _dynamic_map(max_exponent_bits: int = 7, total_bits: int = 8) -> tuple[float, ...]:
     """bitsandbytes' signed "dynamic tree" 8-bit map (create_dynamic_map), used for double quant.
 
-    Each decade 10^(i − 6) gets 2^i + 1 linearly spaced boundaries in [0.1, 1]; the code values
-    are the midpoints between them, for both signs, plus 0 and 1. Values are rounded to float32.
+    Each decade 10^(i − 6) gets 2^i + 1 linearly spaced boundaries in [0.1, 1] (torch's float32
+    linspace, reproduced exactly); the code values are the float32 midpoints between them times
+    float32(10^(i − 6)), for both signs, plus 0 and 1, sorted.
     """
     data: list[float] = []
     non_sign_bits = total_bits - 1
     additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
     for i in range(max_exponent_bits):
         fraction_items = int(2 ** (i + non_sign_bits - max_exponent_bits) + 1)
-        boundaries = np.linspace(0.1, 1, fraction_items, dtype=np.float32)
+        boundaries = _torch_linspace_f32(0.1, 1.0, fraction_items)
         means = (boundaries[:-1] + boundaries[1:]) / np.float32(2.0)
         mag = np.float32(10.0 ** (-(max_exponent_bits - 1) + i)) * means
         data += mag.tolist() + (-mag).tolist()

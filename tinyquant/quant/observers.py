@@ -19,8 +19,12 @@ How each picks the range (x the calibration values, a = |x|):
                    (TensorRT, Migacz 2017, "8-bit Inference with TensorRT"; MXNet/TVM code)
 
 Symmetric observers use amax = max(|lo|, |hi|). Ranges go through affine.qparams_from_range, so
-every convention of affine.py applies. Min-max-type observers accept ``axis=-1`` (one range per
-last-axis channel); the others are per-tensor and keep the observed values (float32) in memory.
+every convention of affine.py applies; with convention="torch" MinMaxObserver,
+MovingAverageMinMaxObserver (per-tensor, or ``axis=-1`` for PyTorch's PerChannel… twins) give
+torch.ao.quantization's (scale, zero_point) bit for bit, and ``fake_quantize`` is its
+fake_quantize_per_tensor_affine / _per_channel_affine (x · (1/scale), float32). Min-max-type
+observers accept ``axis=-1`` (one range per last-axis channel); the others are per-tensor and
+keep the observed values (float32) in memory.
 Refs: Jacob et al. 2018; PyTorch torch.ao.quantization.observer; Wu et al. 2020 "Integer
 Quantization for Deep Learning Inference" (percentile, MSE, entropy calibration compared).
 Shape legend: x (…, F); per-tensor ranges (); axis=-1 ranges (F,).
@@ -103,7 +107,8 @@ class Observer:
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
         """Static quantization: dequantize(quantize(x)) with the frozen (scale, zero)."""
         scale, zero = self.qparams()
-        return dequantize(quantize(x, scale, zero, self.fmt), scale, zero)
+        codes = quantize(x, scale, zero, self.fmt, convention=self.convention)
+        return dequantize(codes, scale, zero)
 
 
 class MinMaxObserver(Observer):
