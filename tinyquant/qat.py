@@ -81,8 +81,9 @@ def qat_scheme(name: str) -> Weights | None:
             return w
         raise ValueError(f"recipe {name!r} stores {w.fmt} without a trainable uniform grid; "
                          f"QAT trains integer grids: {', '.join(QAT_SCHEMES)}")  # fmt: skip
-    raise ValueError(f"unknown QAT recipe {name!r}; choose from: fp32 (the control), "
-                     f"{', '.join(QAT_SCHEMES)}, or an integer preset such as w4-rtn-g128")  # fmt: skip
+    known = ", ".join(QAT_SCHEMES)
+    raise ValueError(f"unknown QAT recipe {name!r}; choose from: fp32 (the control), {known}, "
+                     "or an integer preset such as w4-rtn-g128")  # fmt: skip
 
 
 @dataclass(frozen=True)
