@@ -163,3 +163,28 @@ def test_a_control_with_another_config_is_refused(tmp_path, capsys):
         ]
     )
     assert rc == 2 and "another config" in capsys.readouterr().err
+
+
+SHIPPED_TWINS = {"qat-w4-g128": "w4-rtn-g128", "qat-w3": "w3-rtn", "qat-w2-g64": "w2-rtn-g64"}
+
+
+@pytest.mark.parametrize("name, twin", SHIPPED_TWINS.items())
+def test_a_shipped_qat_checkpoint_stores_exactly_the_bits_of_its_ptq_twin(name, twin):
+    from tinyquant.compare import SavedScheme, resolve_scheme
+
+    s = resolve_scheme(name)
+    assert isinstance(s, SavedScheme)
+    m = Model.load(s.path)
+    assert m.recipe.rules[0].method.name == "qat"
+    full = Config()
+    ptq = quantize_model(init_params(full, seed=0), full, twin)
+    assert m.bits_per_weight == ptq.bits_per_weight and m.nbytes == ptq.nbytes
+
+
+def test_the_shipped_ternary_checkpoint_is_ternary_codes_with_one_scale_per_row():
+    from tinyquant.compare import saved_schemes
+
+    m = Model.load(saved_schemes()["qat-ternary"].path)
+    qt = m.params["blk.0.ffn_down.weight"].qtensor
+    assert qt.fmt.name == "ternary" and qt.block_size == (1, 768) and qt.zero is None
+    assert set(np.unique(qt.unpacked_codes())) <= {-1, 0, 1}
