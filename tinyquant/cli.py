@@ -1,4 +1,4 @@
-"""The ``tinyquant`` command: train | eval | generate | quantize | compare | mixed | bench.
+"""The ``tinyquant`` command: train | eval | generate | quantize | qat | compare | mixed | bench.
 
 Each sub-command is a thin argparse front over a library function; heavy imports happen inside
 the handlers so that ``tinyquant --help`` is instant.
@@ -146,6 +146,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = os.fspath(args.out)
     train(cfg, tc, out=out, command=command.strip())
     print(f"saved {out}")
+    return 0
+
+
+def _cmd_qat(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    import tinyquant as tq
+    from tinyquant.evaluate import Evaluator, paired_difference
+    from tinyquant.llm.checkpoint import check_output_path, save_checkpoint
+    from tinyquant.qat import QATConfig, convert, qat_scheme, train_qat
+
+    qat_scheme(args.recipe)  # an unknown recipe or a grid-less format fails before any work
+    qc = QATConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                   scale_lr=args.scale_lr, warmup=args.warmup, distill=args.distill,
+                   learn_scale=not args.frozen_grid, seed=args.seed,
+                   eval_every=args.eval_every)  # fmt: skip
+    out = check_output_path(args.out)
+    base = tq.load(args.checkpoint)
+    if base.recipe.rules:
+        raise ValueError(f"{args.checkpoint} is quantized ({base.recipe.name}); QAT starts from "
+                         "an FP32 checkpoint")  # fmt: skip
+    control = None
+    if args.control:
+        control = tq.load(args.control)
+        if control.cfg != base.cfg:
+            raise ValueError(f"the control {args.control} has another config than the base "
+                             "model; train it from the same checkpoint")  # fmt: skip
+    latent, st, meta = train_qat(base.params, base.cfg, args.recipe, qc)
+    name = "fp32-control" if st.weights is None else f"qat-{args.recipe}"
+    model = convert(latent, base.cfg, st, base.params, name, qc, base.base_sha256)
+    meta["command"] = "tinyquant " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    if st.weights is None:
+        save_checkpoint(out, model.params, model.cfg, meta)
+    else:
+        model.save(out)
+    ev = Evaluator(base.params, base.cfg)
+    r = ev.evaluate(model.params)
+    meta["eval_vs_fp32"] = r.as_dict()
+    line = f"{name}: {model.bits_per_weight:.3f} bits/weight · vs FP32 {r.summary('')[2:]}"
+    if control is not None:
+        d = paired_difference(r, ev.evaluate(control.params))
+        meta["vs_control"] = {"ppl_ratio_pct": d.ppl_ratio_pct,
+                              "ppl_ratio_ci95": list(d.ppl_ratio_ci95)}  # fmt: skip
+        lo, hi = d.ppl_ratio_ci95
+        line += f" · vs control {d.ppl_ratio_pct:+.2f}% [{lo:+.2f}, {hi:+.2f}]"
+    Path(str(out) + ".json").write_text(json.dumps(meta, indent=1))
+    print(line)
+    print(f"saved {out} (curve: {out}.json)")
     return 0
 
 
@@ -309,6 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also quantize by the recipe and score it (the evaluator)")  # fmt: skip
     p.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped one)")
     p.set_defaults(func=_cmd_mixed)
+
+    p = sub.add_parser(
+        "qat",
+        help="quantization-aware training: prepare → train → convert, saved as a quantized model",
+        description="Fine-tune the FP32 model with fake-quantized block Linears (straight-through "
+        "gradients, LSQ step sizes; BitNet absmean for ternary), then convert to the quantized "
+        "Linears PTQ produces. Recipes: fp32 (the FP32 control, same loop), w4-g128, w3, "
+        "w3-g128, w2-g64, ternary, or an integer preset such as w4-rtn-g128.",
+    )
+    p.add_argument("--recipe", required=True, help="the grid to train (fp32: the control)")
+    p.add_argument("--steps", type=_positive(), required=True, help="optimizer steps")
+    p.add_argument("--batch-size", type=_positive(), default=8, help="sequences per step (8)")
+    p.add_argument("--lr", type=_positive(float), default=2e-4, help="weights' peak lr (2e-4)")
+    p.add_argument("--scale-lr", type=_positive(float), default=2e-3,
+                   help="peak lr of log step sizes (2e-3)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=10, help="linear warmup steps (10)")
+    p.add_argument("--distill", action="store_true", help="KL to the FP32 model's logits")
+    p.add_argument("--frozen-grid", action="store_true", help="keep the RTN grid (no LSQ)")
+    p.add_argument("--seed", type=int, default=0, help="batch sampler seed (0)")
+    p.add_argument("--eval-every", type=int, default=50, help="steps between validation checks")
+    p.add_argument("--control", help="an FP32 control checkpoint: also report Δ against it")
+    p.add_argument("--checkpoint", help="the FP32 checkpoint to start from (default: shipped)")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=_cmd_qat)
 
     p = sub.add_parser(
         "bench",

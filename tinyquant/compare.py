@@ -30,31 +30,53 @@ from tqdm.auto import tqdm
 from tinyquant.bootstrap import interval_str
 from tinyquant.evaluate import EvalSample, Evaluator, row_summary
 from tinyquant.export.schemes import GGUF_SCHEMES, GGUFScheme, gguf_file
-from tinyquant.llm.checkpoint import load_checkpoint, tensors_sha256
+from tinyquant.llm.checkpoint import SHIPPED, load_checkpoint, tensors_sha256
 from tinyquant.llm.data import calibration_samples
 from tinyquant.metrics import decode_tokens_per_s
 from tinyquant.presets import MIXED, PRESETS, get_recipe
-from tinyquant.qmodel import quantize_model
+from tinyquant.qmodel import Model, quantize_model
 from tinyquant.recipe import Recipe
 
 __all__ = ["CompareConfig", "DEFAULT_SCHEMES", "ALL_SCHEMES", "run_compare", "format_table",
            "pareto_front", "plot_results", "to_json", "row_summary", "load_rows",
-           "resolve_scheme"]  # fmt: skip
+           "resolve_scheme", "SavedScheme", "saved_schemes"]  # fmt: skip
 
 # the default run, within 10 minutes: every preset, one mixed recipe, llama.cpp's Q4_K_M
 DEFAULT_SCHEMES = (*PRESETS, "mixed-3.0", "gguf-Q4_K_M")
-# --all: and every committed mixed recipe and llama.cpp type, with and without an imatrix
-ALL_SCHEMES = (*PRESETS, *MIXED, *GGUF_SCHEMES)
 
 
-def resolve_scheme(s: str | Recipe) -> Recipe | GGUFScheme:
-    """A compare row's scheme: a Recipe, a preset name, or a llama.cpp type ``gguf-TYPE[-imatrix]``.
+@dataclass(frozen=True)
+class SavedScheme:
+    """A shipped quantized checkpoint scored as a row (QAT's codes come from training, so the
+    row reads the file instead of quantizing): ``qat-w2-g64`` → its .safetensors file."""
+
+    name: str
+    path: Path
+
+
+def saved_schemes() -> dict[str, SavedScheme]:
+    """The shipped quantized checkpoints beside the FP32 model, by name (``qat-*``)."""
+    return {
+        p.stem: SavedScheme(p.stem, p) for p in sorted(SHIPPED.parent.glob("qat-*.safetensors"))
+    }
+
+
+# --all: and every committed mixed recipe, shipped QAT checkpoint and llama.cpp type (with and
+# without an imatrix)
+ALL_SCHEMES = (*PRESETS, *MIXED, *saved_schemes(), *GGUF_SCHEMES)
+
+
+def resolve_scheme(s: str | Recipe) -> Recipe | GGUFScheme | SavedScheme:
+    """A compare row's scheme: a Recipe, a preset name, a llama.cpp type ``gguf-TYPE[-imatrix]``
+    or a shipped quantized checkpoint (``qat-…``).
 
     >>> resolve_scheme("gguf-Q2_K-imatrix").ftype, resolve_scheme("w4-rtn").name
     ('Q2_K', 'w4-rtn')
     """
     if isinstance(s, Recipe):
         return s
+    if s in saved_schemes():
+        return saved_schemes()[s]
     return GGUFScheme.parse(s) or get_recipe(s)
 
 
@@ -101,14 +123,22 @@ def run_compare(
             rows.append(_gguf_row(r, params, cfg, calib, imatrix, ev, cc))
             continue
         t0 = time.perf_counter()
-        q = quantize_model(params, cfg, r, calib if r.needs_calibration else None,
-                           base_sha256=sha)  # fmt: skip
+        if isinstance(r, SavedScheme):
+            q = Model.load(r.path)
+            if q.base_sha256 != sha or q.cfg != cfg:
+                raise ValueError(f"{r.path.name} was made from another FP32 checkpoint; compare "
+                                 "it with --checkpoint set to its base")  # fmt: skip
+            description = q.recipe.description
+        else:
+            q = quantize_model(params, cfg, r, calib if r.needs_calibration else None,
+                               base_sha256=sha)  # fmt: skip
+            description = r.description
         seconds = time.perf_counter() - t0
         res = ev.evaluate(q.params)
         fast = q.with_path("int")
         tps = decode_tokens_per_s(fast.params, cfg, cc.decode_tokens, repeats=cc.decode_repeats)
         rows.append(
-            {"scheme": r.name, "description": r.description,
+            {"scheme": r.name, "description": description,
              "bits_per_weight": q.bits_per_weight, "bytes": q.nbytes}
             | res.as_dict()
             | {"tokens_per_s": tps, "path": fast.path, "quantize_seconds": seconds}

@@ -101,6 +101,8 @@ def build_linear(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) ->
     >>> build_linear(W, Rule(("*",), Weights("int8", symmetric=True), activations=Activations()))
     QuantLinear(8 → 8, int8 per-channel, W8A8, path='fake')
     """
+    if rule.method.name == "qat":
+        raise ValueError("a QAT rule's codes come from training; run `tinyquant qat --recipe …`")
     if rule.method.name == "llm_int8":
         return Int8OutlierLinear.from_weight(W, rule.method.threshold)
     rot = None

@@ -34,6 +34,7 @@ __all__ = [
     "AWQ",
     "GPTQ",
     "LLMInt8",
+    "QAT",
     "RTN",
     "Activations",
     "Recipe",
@@ -140,7 +141,22 @@ class LLMInt8:
             check_real(self.threshold, "LLMInt8 threshold (the paper uses 6.0)", 0.0, open_lo=True)
 
 
-METHODS = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ, "llm_int8": LLMInt8}  # name → options class
+@dataclass(frozen=True)
+class QAT:
+    """Quantization-aware training (tinyquant.qat): the grid trained with the model, then
+    converted. A record of how codes were made; ``tinyquant qat`` runs it, not quantize_model."""
+
+    steps: int = 200  # optimizer steps
+    distill: bool = False  # KL to the FP32 model's logits instead of the task loss
+    learn_scale: bool = True  # LSQ step sizes (and zero points) trained beside the weights
+    seed: int = 0  # seeds the batch sampler
+    name: str = field(default="qat", init=False)
+
+    def __post_init__(self) -> None:
+        check_int(self.steps, "QAT steps")
+
+
+METHODS = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ, "llm_int8": LLMInt8, "qat": QAT}  # name → class
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,7 @@ class Rule:
 
     targets: tuple[str, ...]
     weights: Weights
-    method: RTN | GPTQ | AWQ | LLMInt8 = RTN()
+    method: RTN | GPTQ | AWQ | LLMInt8 | QAT = RTN()
     activations: Activations | None = None
     rotation: Rotation | None = None
     smooth: Smooth | None = None

@@ -1,4 +1,4 @@
-"""Training-speed benchmark: tokens/s of forward and forward+backward(+AdamW) of the model.
+"""Training-speed benchmark: tokens/s of forward, forward+backward(+AdamW), and the QAT step.
 
 The baseline of each row is the time of the *same step's matrix multiplications alone* (the same
 shapes, replayed on random arrays), so ``speedup = baseline_seconds / seconds`` is the share of
@@ -17,6 +17,8 @@ import numpy as np
 from tinyquant.bench import time_it
 from tinyquant.llm.backward import AdamW, loss_and_grads
 from tinyquant.llm.model import Config, forward, init_params
+from tinyquant.qat import prepare, qat_loss_and_grads
+from tinyquant.recipe import Weights
 
 
 def matmul_shapes(cfg: Config, B: int, backward: bool) -> list[tuple[tuple, tuple]]:
@@ -81,9 +83,20 @@ def run(quick: bool = False) -> list[dict]:
         _, grads = loss_and_grads(params, cfg, x, y)
         opt.step(params, grads, 1e-4)
 
+    g = 16 if quick else 64  # 2-bit groups (the tiny model's width is 32)
+    latent, st = prepare(params, cfg, Weights("uint2", g))
+    opt_q = AdamW(weight_decay=0.0)
+
+    def qat_step() -> None:  # fake-quantized Linears, STE/LSQ backward, AdamW on w and log s
+        _, grads, qgrads = qat_loss_and_grads(latent, cfg, st, x, y)
+        opt.step(latent, grads, 1e-4)
+        opt_q.step({k: st.log_scale[k[2:]] if k[0] == "s" else st.zero[k[2:]]
+                    for k in qgrads}, qgrads, 1e-4)  # fmt: skip
+
     cases = [
         ("forward", lambda: forward(params, x, cfg), False),
         ("forward+backward+AdamW", train_step, True),
+        (f"QAT step (uint2 g{g})", qat_step, True),
     ]
     rows = []
     tokens = B * cfg.context
@@ -109,4 +122,7 @@ def run(quick: bool = False) -> list[dict]:
             flush=True,
         )
         rows.append(row)
+    qat, fp32 = rows[2]["seconds"], rows[1]["seconds"]
+    rows[2]["vs_fp32_step"] = qat / fp32
+    print(f"train  QAT step / FP32 training step = {qat / fp32:.2f}×", file=sys.stderr, flush=True)
     return rows

@@ -15,6 +15,7 @@ loss of ``tinyquant.llm.model.forward`` to 1e-12 in float64. Formulas (dy the in
                  dk = dSᵀ q/√hd
     SwiGLU       h = silu(g) ⊙ u           dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g))),  du = dh ⊙ silu(g)
     Cross-entropy L = −mean log softmax(z)[y]   dz = (softmax(z) − onehot(y)) / N
+    Distillation L = mean KL(p_t ‖ softmax(z))  dz = (softmax(z) − p_t) / N   (Hinton et al. 2015)
     Embedding    x = E[t]                  dE[t] += dx
 
 AdamW: Loshchilov & Hutter 2019, Alg. 2 (decoupled weight decay), no decay on norms and the
@@ -176,6 +177,32 @@ def cross_entropy_bwd(cache: tuple) -> np.ndarray:
     return dz / N
 
 
+def distill_fwd(logits: np.ndarray, teacher_logp: np.ndarray) -> tuple[float, tuple]:
+    """Mean KL(p_teacher ‖ p_student) over N rows, from logits (N, V) and the teacher's
+    log-probabilities (N, V) (LLM-QAT's loss: Liu et al. 2023, eq. 2, temperature 1).
+
+    >>> t = np.log(np.full((1, 4), 0.25))
+    >>> distill_fwd(np.zeros((1, 4)), t)[0]
+    0.0
+    """
+    z = logits - np.max(logits, axis=-1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))  # (N, V)
+    pt = np.exp(teacher_logp)
+    kl = np.sum(pt * (teacher_logp - logp), axis=-1, dtype=np.float64)  # (N,)
+    return float(max(np.mean(kl), 0.0)), (logp, pt)
+
+
+def distill_bwd(cache: tuple) -> np.ndarray:
+    """dL/dlogits = (softmax − p_teacher) / N: soft targets in place of the one-hot.
+
+    >>> t = np.log(np.array([[0.75, 0.25]]))
+    >>> distill_bwd(distill_fwd(np.zeros((1, 2)), t)[1])
+    array([[-0.25,  0.25]])
+    """
+    logp, pt = cache
+    return (np.exp(logp) - pt) / len(logp)
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -230,10 +257,15 @@ def _block_bwd(dx: np.ndarray, c: dict, cfg: Config, i: int, cos, sin, grads: di
 
 
 def loss_and_grads(
-    params: dict[str, np.ndarray], cfg: Config, x: np.ndarray, y: np.ndarray
+    params: dict[str, np.ndarray],
+    cfg: Config,
+    x: np.ndarray,
+    y: np.ndarray,
+    teacher_logp: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """Mean cross-entropy (nats/byte) of predicting y (B, T) from x (B, T), and its gradient
-    with respect to every parameter.
+    with respect to every parameter. With ``teacher_logp`` (B·T, V) the loss is instead the
+    distillation KL to the teacher's next-byte distribution (``distill_fwd``).
 
     >>> from tinyquant.llm.model import init_params
     >>> cfg = Config.tiny(); p = init_params(cfg)
@@ -256,10 +288,13 @@ def loss_and_grads(
         caches.append(c)
     hn, c_norm = rmsnorm_fwd(h.reshape(B * T, -1), params["output_norm.weight"], cfg.norm_eps)
     logits, c_out = linear_fwd(hn, params["output.weight"])  # (N, V)
-    loss, c_ce = cross_entropy_fwd(logits, y.reshape(-1))
+    if teacher_logp is None:
+        loss, c_ce = cross_entropy_fwd(logits, y.reshape(-1))
+    else:
+        loss, c_kd = distill_fwd(logits, teacher_logp.reshape(B * T, -1))
     # 2) backward, in reverse
     grads: dict[str, np.ndarray] = {}
-    dlogits = cross_entropy_bwd(c_ce).astype(dtype)
+    dlogits = (cross_entropy_bwd(c_ce) if teacher_logp is None else distill_bwd(c_kd)).astype(dtype)
     dhn, grads["output.weight"] = linear_bwd(dlogits, c_out)
     dh, grads["output_norm.weight"] = rmsnorm_bwd(dhn, c_norm)
     dh = dh.reshape(B, T, -1)
