@@ -34,7 +34,8 @@ import numpy as np
 
 from .checks import check_bits, check_int
 
-__all__ = ["pack", "unpack", "to_unsigned", "to_signed", "packed_length", "SUPPORTED_BITS"]
+__all__ = ["pack", "unpack", "to_unsigned", "to_signed", "packed_length", "codes_per_unit",
+           "SUPPORTED_BITS"]  # fmt: skip
 
 SUPPORTED_BITS = (8, 6, 4, 3, 2)
 _CODES_PER_UNIT = {8: 1, 6: 4, 4: 2, 3: 8, 2: 4}  # codes per whole number of bytes
@@ -60,6 +61,15 @@ def packed_length(n: int, bits: int) -> int:
             f"pad it to {n + (-n) % unit}"
         )
     return n // unit * _BYTES_PER_UNIT[bits]
+
+
+def codes_per_unit(bits: int) -> int:
+    """How many b-bit codes fill a whole number of bytes (a row's length must be a multiple).
+
+    >>> [codes_per_unit(b) for b in (8, 6, 4, 3, 2)]
+    [1, 4, 2, 8, 4]
+    """
+    return _CODES_PER_UNIT[_check_bits(bits)]
 
 
 def to_unsigned(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from .codebook import quantize_codebook
 from .floats import quantize_scaled_float
 from .formats import Format, get_format
 from .granularity import check_block_size
-from .pack import pack, to_unsigned
+from .pack import codes_per_unit, pack, to_unsigned
 from .qtensor import SCALE_DTYPES, QTensor
 
 __all__ = ["quantize_tensor"]
@@ -53,6 +53,11 @@ def quantize_tensor(
         return quantize_codebook(x, f, block_size=block_size)
     x = affine.as_float32(x)
     block = check_block_size(x.shape, block_size)
+    unit = codes_per_unit(f.storage_bits)
+    if x.ndim and x.shape[-1] % unit:
+        raise ValueError(f"{f.name} packs {unit} codes per unit, so the last dimension of x "
+                         f"(in_features) must be a multiple of {unit}, got {x.shape[-1]}; pad it "
+                         f"to {x.shape[-1] + (-x.shape[-1]) % unit}")  # fmt: skip
     if f.kind == "float":
         bits, scale = quantize_scaled_float(x, f, block, clip_ratio=clip_ratio)
         scale = _store_scale(scale, scale_dtype)
