@@ -111,8 +111,11 @@ def test_the_benchmarks_training_step_matmuls_cost_three_forwards(cfg):
     assert matmul_flops(matmul_shapes(cfg, 2, backward=True)) == 3 * fwd
 
 
-def test_the_training_benchmark_runs_both_rows():
+def test_the_training_benchmark_runs_the_fp32_rows_and_the_qat_step():
     from tinyquant.bench.train import run
 
     rows = run(quick=True)
-    assert [r["name"] for r in rows] == ["forward", "forward+backward+AdamW"]
+    names = [r["name"] for r in rows]
+    assert names[:2] == ["forward", "forward+backward+AdamW"]
+    assert len(names) == 3 and names[2].startswith("QAT step")
+    assert all(r["seconds"] > 0 and r["baseline_seconds"] > 0 for r in rows)
