@@ -18,7 +18,7 @@ import numba
 
 __all__ = ["SERIAL_MAX_MACS", "threads_for"]
 
-SERIAL_MAX_MACS = 1 << 22  # 4 M multiply-adds ≈ a 2048 × 2048 GEMV: serial below, parallel above
+SERIAL_MAX_MACS = 1 << 20  # 4 M multiply-adds ≈ a 2048 × 2048 GEMV: serial below, parallel above
 
 
 @contextmanager

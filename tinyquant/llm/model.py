@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from tinyquant.kernels.attention import DECODE_MAX_T, decode_attention
+
 Record = Callable[[str, np.ndarray], None]
 
 
@@ -289,6 +291,9 @@ class KVCache:
         start, T = self.pos, k.shape[2]
         self.k[i][:, :, start : start + T] = apply_rope(k, cos, sin)
         self.v[i][:, :, start : start + T] = v
+        if T <= DECODE_MAX_T and q.dtype == np.float32 == self.k[i].dtype:
+            # a decode step: the Numba twin, so a quantized model stays in one thread pool
+            return decode_attention(q, self.k[i], self.v[i], start + T)
         return causal_attention(q, self.k[i][:, :, : start + T], self.v[i][:, :, : start + T])
 
 
