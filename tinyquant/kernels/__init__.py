@@ -5,6 +5,7 @@
 ``weight_only``  Numba weight-only kernels on a prepacked "rows in lanes" layout
 ``vnni``         the vpdpbusd instruction as a Numba intrinsic; CPU feature detection
 ``unpack_dot``   the explicit-vector unpack-and-FMA micro-kernel of the weight-only path
+``attention``    decode-step attention over a KV cache (keeps a decode step in one thread pool)
 ``llvm_loops``   the counted-loop IR scaffolding both intrinsics share
 ``checks``       input validation (ValueError before anything enters Numba)
 

@@ -1,24 +1,27 @@
-"""Decode-step attention in Numba: the few newest queries against a KV cache, one thread pool.
+"""Decode-step attention: the few newest queries against a KV cache, outside OpenBLAS.
 
-    out[b, h, t] = Σ_{s ≤ n − T + t} softmax_s( q[b, h, t] · k[b, h // G, s] / √hd ) · v[b, h // G, s]
+    out[b, h, t] = Σ_{s < n−T+t+1} softmax_s(q[b, h, t] · k[b, h/G, s] / √hd) · v[b, h/G, s]
 
 for the last T (≤ ``DECODE_MAX_T``) of n cached positions, with grouped-query attention (query
 head h reads key/value head h // G, G = H / Hkv). The NumPy twin is ``llm.model.causal_attention``
-(same function, float32 within ``reference.FLOAT_RTOL``; only the order of the sums differs).
+(same function, float32; only the order of the sums differs). Steps: 1) q·k scores in Numba,
+2) the causal softmax in NumPy (its exp is vectorized, Numba's scalar one is not), 3) P·V in
+Numba. Both Numba steps are serial on purpose.
 
-Why a kernel: in batch-1 decoding the attention's products are small batched GEMMs (8 × 64 by
-64 × S per key/value head), which NumPy hands to OpenBLAS. OpenBLAS threads that have just worked
-keep spinning for a while, and so do Numba's; on a 2-core machine a quantized model that
-alternates between the two pools makes each wait for the other. Measured at the TinyLlama-1.1B
-shape, W4A16, 2 threads, context 1536: 39 ms/token with OpenBLAS attention, 10 ms with
-OpenBLAS held to one thread (`bench decode` profile). With attention here too, a quantized
-decode step enters one pool only.
+Why: in batch-1 decoding the attention's products are small batched GEMMs (G·T × hd by hd × n
+per key/value head), which NumPy hands to OpenBLAS. OpenBLAS's threads keep spinning for a
+while after a call, and so do Numba's; on a 2-core machine a quantized model whose Linears run
+in Numba's pool and whose attention runs in OpenBLAS's makes each wait for the other. Measured
+on a 4-block TinyLlama-1.1B-shaped model, W4A16, 2 threads, context 1536: 39 ms per token with
+OpenBLAS attention, 11 ms with this one (FP32: 34.9 and 35.3 ms). A parallel Numba attention
+fixed the quantized model (9.4 ms) but broke the FP32 one (60 ms: now its Linears in OpenBLAS
+met Numba's spinning threads); a serial one runs beside either pool's idle threads.
 
-Memory: each step reads the n cached keys and values once (2 · n · hd · 4 bytes per kv head);
-a key row is loaded once and dotted with all G · T queries of its group.
+Memory: each step reads the n cached keys and values once; a key or value row is loaded once
+and used by all G·T queries of its group.
 
 Shape legend: B batch, H query heads, Hkv key/value heads, G = H / Hkv, T new queries,
-C cache capacity, n filled positions (n ≤ C), hd head dim, R = G · T query rows per kv head.
+C cache capacity, n filled positions (T ≤ n ≤ C), hd head dim, R = G·T query rows per kv head.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ DECODE_MAX_T = 4  # more new queries than this is prefill: BLAS's batched GEMMs 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _scores(q, k, n, out):  # pragma: no cover - compiled
-    """out[b, hk, r, s] = q[b, hk, r] · k[b, hk, s] for s < n; q (B, Hkv, R, hd), k (B, Hkv, C, hd)."""
+    """out[b, hk, r, s] = q[b, hk, r] · k[b, hk, s], s < n; q (B, Hkv, R, hd), k (B, Hkv, C, hd)."""
     B, Hkv, R, hd = q.shape
     for b in range(B):
         for hk in range(Hkv):
@@ -104,7 +107,8 @@ def decode_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n:
     _scores(np.ascontiguousarray(q).reshape(B, Hkv, R, hd), k_cache, int(n), scores)
     scores *= np.float32(1.0 / math.sqrt(hd))
     sc = scores.reshape(B, Hkv, G, T, n)
-    sc[..., n - T + 1 :] += np.triu(np.full((T, T - 1), -np.inf, np.float32))  # query t sees < n−T+t+1
+    mask = np.triu(np.full((T, T - 1), -np.inf, np.float32))  # query t sees s < n − T + t + 1
+    sc[..., n - T + 1 :] += mask  # (T, T − 1) over the last T − 1 positions
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)

@@ -52,10 +52,13 @@ from .unpack_dot import (
     ROWS,
     TOKENS_PER_CALL,
     bytes_per_column,
+    unpack_dot2_groups,
     unpack_dot2_t1,
     unpack_dot2_t4,
+    unpack_dot4_groups,
     unpack_dot4_t1,
     unpack_dot4_t4,
+    unpack_dot8_groups,
     unpack_dot8_t1,
     unpack_dot8_t4,
 )
@@ -257,6 +260,28 @@ def _wo_gemv(x, xs, w, s, sz, group_size, store_bits, y):  # pragma: no cover - 
 
 
 @njit(parallel=True, cache=True)
+def _wo_gemv_tokens(x, xs, w, s, sz, group_size, store_bits, y):  # pragma: no cover - compiled
+    """As ``_wo_gemv``, one token at a time, each block's groups folded in registers (decode)."""
+    T, I = x.shape
+    NB, _, bpc = w.shape
+    G = s.shape[1]
+    for ob in prange(NB):
+        wblock = w.ctypes.data + ob * I * bpc
+        sblock = s.ctypes.data + ob * G * ROWS * 4
+        szblock = sz.ctypes.data + ob * G * ROWS * 4
+        for t in range(T):
+            xaddr = x.ctypes.data + t * I * 4
+            xsaddr = xs.ctypes.data + t * G * 4
+            yaddr = y.ctypes.data + (t * NB + ob) * ROWS * 4
+            if store_bits == 4:
+                unpack_dot4_groups(wblock, xaddr, xsaddr, sblock, szblock, G, group_size, yaddr)
+            elif store_bits == 2:
+                unpack_dot2_groups(wblock, xaddr, xsaddr, sblock, szblock, G, group_size, yaddr)
+            else:
+                unpack_dot8_groups(wblock, xaddr, xsaddr, sblock, szblock, G, group_size, yaddr)
+
+
+@njit(parallel=True, cache=True)
 def _dequant_slab_t(w, s, sz, group_size, store_bits, ob0, out_t):  # pragma: no cover - compiled
     """out_t[i, (ob − ob0)·64 + r] = q · s − s·z: the slab *transposed* (I, rows), so that both
     the prepacked source (rows in lanes) and the destination are read and written contiguously."""
@@ -352,8 +377,9 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
         # 3b) the fused unpack-and-FMA kernel, zero points folded into per-group sums of x
         g = pw.group_size
         xs = x.reshape(T, I // g, g).sum(axis=2, dtype=np.float32)  # (T, G)
+        gemv = _wo_gemv if T >= TOKENS_PER_CALL else _wo_gemv_tokens
         with threads_for(T * I * NB * ROWS):  # small calls: one thread (threads.py)
-            _wo_gemv(x, xs, pw.w, pw.scale, pw.scale_zero, g, pw.store_bits, y)
+            gemv(x, xs, pw.w, pw.scale, pw.scale_zero, g, pw.store_bits, y)
     y = y[:, : pw.out_features]  # (T, O)
     if k:
         with np.errstate(over="ignore"):  # inf only where x Wᵀ itself exceeds float32
