@@ -16,7 +16,8 @@ from tinyquant.export.cli import add_export_commands
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tinyquant.bench import run_suites
 
-    rows = run_suites(args.suite, quick=args.quick, shape=args.shape, threads=args.threads)
+    rows = run_suites(args.suite, quick=args.quick, shape=args.shape, threads=args.threads,
+                      formats=args.formats, llama_cpp=False if args.no_llama_cpp else None)  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
@@ -402,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="decode: threads for tinyquant and llama.cpp (default: all cores)",
     )
+    p.add_argument(
+        "--formats",
+        default=None,
+        help="decode: comma-separated formats beside fp32 (default: all; see bench/decode.py)",
+    )
+    p.add_argument("--no-llama-cpp", action="store_true", help="decode: skip llama.cpp's rows")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows at the end")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     p.set_defaults(func=_cmd_bench)

@@ -159,13 +159,31 @@ def _llama_cpp_rows(params, cfg, threads, n_tokens, prompt, repeats) -> dict:
     return out
 
 
-def run(quick: bool = False, shape: str | None = None, threads: int | None = None) -> list[dict]:
+def check_formats(formats: str | None) -> tuple[str, ...]:
+    """The formats a run decodes: fp32 (the baseline, always first) plus the named ones.
+
+    >>> check_formats("w4a16-g128"), check_formats(None) == tuple(FORMATS)
+    (('fp32', 'w4a16-g128'), True)
+    """
+    if formats is None:
+        return tuple(FORMATS)
+    names = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise ValueError(f"unknown decode format(s) {unknown or formats!r}; choose from "
+                         f"{', '.join(FORMATS)} (comma-separated)")  # fmt: skip
+    return ("fp32", *[f for f in FORMATS if f in names and f != "fp32"])
+
+
+def run(quick: bool = False, shape: str | None = None, threads: int | None = None,
+        formats: str | None = None, llama_cpp: bool = True) -> list[dict]:  # fmt: skip
     """One row per (format, context) and a prefill row per format, then llama.cpp's rows."""
     import numba
 
     name = "quick" if quick and shape is None else (shape or "tinyllama-1.1b")
     if name not in SHAPES:
         raise ValueError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
+    chosen = check_formats(formats)
     cfg = SHAPES[name]
     threads = threads or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(threads)
@@ -178,7 +196,8 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
     params = init_params(cfg, seed=0)
     print(f"# random weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     rows, base = [], {}
-    for fmt, preset in FORMATS.items():
+    for fmt in chosen:
+        preset = FORMATS[fmt]
         t0 = time.perf_counter()
         m = (
             quantize_model(params, cfg, _with_output(preset))
@@ -217,9 +236,11 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
             rows.append(row)
         del m
     ours = {r["name"]: r for r in rows if r.get("context") == contexts[0]}
-    llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps)
+    llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps) if llama_cpp else {}
     mine = {"F32": "fp32", "Q8_0": "w8a8", "Q4_0": "w4a16-g128", "Q4_K_M": "w4a16-g128"}
     for t, (tps, w_bytes) in llama.items():
+        if f"decode {mine[t]}" not in ours:
+            continue
         r = ours[f"decode {mine[t]}"]
         per_tok = w_bytes + kv_bytes_per_token(cfg, contexts[0]) // 2  # its F16 KV cache
         row = {"name": f"llama.cpp decode {t}", "shape": name, "context": contexts[0],

@@ -31,6 +31,7 @@ from .weight_only import (
     dequantize_packed,
     dequantize_packed_t,  # noqa: F401 - building block, not in __all__
     packed_linear,
+    packed_linear_checked,  # noqa: F401 - building block, not in __all__
     prepack,
     weight_only_linear,
 )

@@ -68,6 +68,7 @@ __all__ = [
     "PackedWeightOnly",
     "prepack",
     "packed_linear",
+    "packed_linear_checked",
     "dequantize_packed",
     "dequantize_packed_t",
     "weight_only_linear",
@@ -356,9 +357,18 @@ def packed_linear(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
     # 1) validate in Python: x, and the weight's fields against its buffers
     check_activations(x)
     _check_packed(pw)
+    if x.shape[1] != pw.in_features:
+        raise ValueError(f"x has {x.shape[1]} features but the weight expects {pw.in_features}")
+    return packed_linear_checked(x, pw)
+
+
+def packed_linear_checked(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
+    """``packed_linear`` for a caller that has validated x (finite float32 (T, I), C-contiguous)
+    and built ``pw`` itself — a ``QuantLinear``: the decode step skips a second validation of
+    the same arrays (≈ 8 µs of the ≈ 35 µs a small call costs in Python)."""
     T, I = x.shape
-    if I != pw.in_features:
-        raise ValueError(f"x has {I} features but the weight expects {pw.in_features}")
+    if T == 0:  # no tokens (an empty batch reaching a Linear): nothing to compute
+        return np.zeros((0, pw.out_features), np.float32)
     # 2) every partial sum either path forms is at most I · max|x| · term_bound; if that could
     #    overflow float32, run on x · 2⁻ᵏ and scale y back by 2ᵏ (exact: powers of two)
     k = _overflow_shift(I * float(np.abs(x).max()) * pw.term_bound)

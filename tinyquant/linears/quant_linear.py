@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyquant.kernels import pack_w8a8_u8, packed_linear, prepack, w8a8_packed_linear
+from tinyquant.kernels import pack_w8a8_u8, packed_linear_checked, prepack, w8a8_packed_linear
 from tinyquant.quant import (
     QTensor,
     per_channel,
@@ -167,7 +167,7 @@ class QuantLinear:
         packed = self._int_params()
         if self.act_bits == 8:
             return w8a8_packed_linear(x, packed, self.kernels)
-        return packed_linear(x, packed)
+        return packed_linear_checked(x, packed)  # x checked by forward, packed built here
 
     # -- kernel parameters ------------------------------------------------------------------------
     def _check_w8a8(self) -> None:
