@@ -16,8 +16,9 @@ from tinyquant.export.cli import add_export_commands
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tinyquant.bench import run_suites
 
+    llama_cpp = False if args.no_llama_cpp else None  # None: the suite's default (on)
     rows = run_suites(args.suite, quick=args.quick, shape=args.shape, threads=args.threads,
-                      formats=args.formats, llama_cpp=False if args.no_llama_cpp else None)  # fmt: skip
+                      formats=args.formats, llama_cpp=llama_cpp)  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
