@@ -149,3 +149,33 @@ def test_both_paths_reject_non_finite_inputs_with_the_same_message():
     for lin in (ql, ql.with_path("int")):
         with pytest.raises(ValueError, match="NaN or Inf"):
             lin.forward(x)
+
+
+@pytest.mark.parametrize("bits, g", [(4, 128), (2, 64), (8, 256), (3, 32)])
+@pytest.mark.parametrize("T", [1, 3, 5, 16])
+def test_linears_sharing_an_input_in_one_call_equal_their_own_calls_bit_for_bit(bits, g, T):
+    rng = np.random.default_rng(bits * 100 + T)
+    fmt = f"int{bits}"
+    ws = [QuantLinear.from_weight(rng.standard_normal((o, 256)).astype(np.float32), fmt, g)
+          .with_path("int") for o in (130, 64, 7)]  # fmt: skip
+    x = rng.standard_normal((1, T, 256)).astype(np.float32)
+    alone = [w.forward(x) for w in ws]
+    shared = QuantLinear.forward_shared(x, ws)
+    assert shared is not None and all(
+        np.array_equal(a, b) for a, b in zip(alone, shared, strict=True)
+    )
+    again = [w.forward(x) for w in ws]  # the Linears' own layouts are now views of the stack
+    assert all(np.array_equal(a, b) for a, b in zip(alone, again, strict=True))
+    assert model.linears(x, ws)[2].shape == (1, T, 7)
+
+
+def test_forward_shared_declines_prefill_mixed_kinds_and_the_fake_path():
+    rng = np.random.default_rng(0)
+    w4 = QuantLinear.from_weight(rng.standard_normal((8, 64)).astype(np.float32), "int4", 32)
+    w8 = QuantLinear.from_weight(rng.standard_normal((8, 64)).astype(np.float32), "int8", 32)
+    x1, x17 = (rng.standard_normal((t, 64)).astype(np.float32) for t in (1, 17))
+    i4, i8 = w4.with_path("int"), w8.with_path("int")
+    assert QuantLinear.forward_shared(x1, [w4, w4]) is None  # fake path
+    assert QuantLinear.forward_shared(x1, [i4, i8]) is None  # 4 and 8 bits
+    assert QuantLinear.forward_shared(x17, [i4, i4]) is None  # prefill: BLAS slabs
+    assert np.array_equal(model.linears(x17, [i4, i8])[1], i8.forward(x17))

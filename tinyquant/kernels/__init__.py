@@ -27,12 +27,15 @@ from .numba_int import (
 )
 from .vnni import default_kernels, has_vnni
 from .weight_only import (
+    DEQUANT_MIN_TOKENS,  # noqa: F401 - building block, not in __all__
     PackedWeightOnly,
     dequantize_packed,
     dequantize_packed_t,  # noqa: F401 - building block, not in __all__
+    needs_overflow_shift,  # noqa: F401 - building block, not in __all__
     packed_linear,
     packed_linear_checked,  # noqa: F401 - building block, not in __all__
     prepack,
+    stack_packed,  # noqa: F401 - building block, not in __all__
     weight_only_linear,
 )
 

@@ -31,6 +31,7 @@ g group size, G = I / g, BPC = 64·b/8 bytes per column of a block.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -69,6 +70,8 @@ __all__ = [
     "prepack",
     "packed_linear",
     "packed_linear_checked",
+    "stack_packed",
+    "needs_overflow_shift",
     "dequantize_packed",
     "dequantize_packed_t",
     "weight_only_linear",
@@ -395,6 +398,52 @@ def packed_linear_checked(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
         with np.errstate(over="ignore"):  # inf only where x Wᵀ itself exceeds float32
             y = np.ldexp(y, k)
     return y
+
+
+def stack_packed(pws: list[PackedWeightOnly]) -> tuple[PackedWeightOnly, list[PackedWeightOnly]]:
+    """One weight made of the 64-row blocks of ``pws`` in order, and each of ``pws`` again as a
+    view into it (no second copy). Row ``r`` of member j sits at row ``64·(blocks before j) + r``
+    of the stack; a member's padding rows stay in the stack (their output is dropped).
+
+    The stack's kernel call computes every member's rows exactly as the member's own call does:
+    each 64-row block is an independent computation (decode path, T ≤ ``DEQUANT_MIN_TOKENS``).
+
+    >>> a = prepack(np.full((3, 32), 0x11, np.uint8), np.ones((3, 1), np.float32),
+    ...             np.zeros((3, 1), np.float32), 64, 4)
+    >>> st, (a2, b2) = stack_packed([a, a])
+    >>> st.out_features, a2.out_features, bool(np.shares_memory(st.w, b2.w))
+    (128, 3, True)
+    """
+    if not pws:
+        raise ValueError("stack_packed needs at least one weight")
+    for pw in pws:
+        _check_packed(pw)
+    first = pws[0]
+    for pw in pws[1:]:
+        if (pw.bits, pw.in_features, pw.group_size) != (first.bits, first.in_features,
+                                                        first.group_size):  # fmt: skip
+            raise ValueError(
+                f"weights to stack must share bits, in_features and group_size; got "
+                f"({pw.bits}, {pw.in_features}, {pw.group_size}) after "
+                f"({first.bits}, {first.in_features}, {first.group_size})"
+            )
+    w = np.concatenate([pw.w for pw in pws])  # (ΣNB, I, BPC)
+    scale = np.concatenate([pw.scale for pw in pws])  # (ΣNB, G, 64)
+    scale_zero = np.concatenate([pw.scale_zero for pw in pws])
+    stack = dataclasses.replace(first, out_features=w.shape[0] * ROWS, w=w, scale=scale,
+                                scale_zero=scale_zero)  # fmt: skip
+    views, b0 = [], 0
+    for pw in pws:
+        b1 = b0 + pw.w.shape[0]
+        views.append(dataclasses.replace(pw, w=w[b0:b1], scale=scale[b0:b1],
+                                         scale_zero=scale_zero[b0:b1]))  # fmt: skip
+        b0 = b1
+    return stack, views
+
+
+def needs_overflow_shift(x: np.ndarray, pw: PackedWeightOnly) -> bool:
+    """Whether ``packed_linear`` would scale x by 2⁻ᵏ for this weight (activations near 1e37)."""
+    return x.size > 0 and _overflow_shift(x.shape[1] * float(np.abs(x).max()) * pw.term_bound) > 0
 
 
 def _check_packed(pw) -> None:

@@ -10,7 +10,10 @@
                        (a classmethod) reads it back
 
 The model's single call site ``linear(x, w)`` calls ``w.forward(x)``; nothing else is asked of
-a replaced weight, so a new kind of quantized Linear is a new class, not a new flag.
+a replaced weight, so a new kind of quantized Linear is a new class, not a new flag. One method
+is optional: a class may offer ``forward_shared(x, ws)`` (a static method), the outputs of
+several of its Linears that read the same x in one call, or None to decline; the model's
+``linears`` uses it for q/k/v and gate/up, and the values must equal one ``forward`` each.
 """
 
 from __future__ import annotations

@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyquant.kernels import pack_w8a8_u8, packed_linear_checked, prepack, w8a8_packed_linear
+from tinyquant.kernels import (
+    DEQUANT_MIN_TOKENS,
+    needs_overflow_shift,
+    pack_w8a8_u8,
+    packed_linear_checked,
+    prepack,
+    stack_packed,
+    w8a8_packed_linear,
+)
 from tinyquant.quant import (
     QTensor,
     per_channel,
@@ -75,6 +83,7 @@ class QuantLinear:
         self._path = check_path(path, self.has_int_kernel, f"{qtensor.fmt.name} weights")
         self._w_fake: np.ndarray | None = None  # dequantized weight, made on first fake call
         self._packed = None  # kernel layout, made on first int call
+        self._stacks: dict = {}  # forward_shared: (Linears, stacked layout) by their ids
 
     @classmethod
     def from_weight(
@@ -148,6 +157,46 @@ class QuantLinear:
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (T, I)
         y = self._forward_int(x2) if self.path == "int" else self._forward_fake(x2)
         return y.reshape(*lead, self.out_features)
+
+    @staticmethod
+    def forward_shared(x: np.ndarray, ws: list[QuantLinear]) -> list[np.ndarray] | None:
+        """x W_jᵀ for every Linear of ``ws`` in one kernel call (decode: T ≤ 16 tokens), or None.
+
+        For weight-only Linears on the int path that share in_features, group size and bits
+        (q, k and v of a block; gate and up): their packed blocks are stacked once
+        (``kernels.stack_packed``; each Linear's own layout becomes a view of the stack, so
+        nothing is stored twice), then one call computes all rows. Each 64-row block is
+        computed as in the Linear's own call, so the values are the same bit for bit. Declines
+        (None: the caller runs one ``forward`` each) otherwise, for prefill, and where the
+        overflow guard would rescale x.
+        """
+        first = ws[0]
+        same = (first.in_features, first.group_size, first.qtensor.fmt.storage_bits)
+        if not all(w.path == "int" and w.act_bits is None
+                   and (w.in_features, w.group_size, w.qtensor.fmt.storage_bits) == same
+                   for w in ws):  # fmt: skip
+            return None
+        x = check_input(x, first.in_features)
+        lead = x.shape[:-1]
+        x2 = np.ascontiguousarray(x.reshape(-1, first.in_features))  # (T, I)
+        if x2.shape[0] > DEQUANT_MIN_TOKENS:
+            return None  # prefill: BLAS slabs, whose sums may depend on the slab's width
+        key = tuple(id(w) for w in ws)
+        hit = first._stacks.get(key)
+        if hit is None or any(a is not b for a, b in zip(hit[0], ws, strict=True)):
+            stack, views = stack_packed([w._int_params() for w in ws])
+            for w, view in zip(ws, views, strict=True):
+                w._packed = view  # the same values, now inside the stack
+            hit = first._stacks[key] = (tuple(ws), stack)
+        stack = hit[1]
+        if needs_overflow_shift(x2, stack):
+            return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
+        y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
+        out, r0 = [], 0
+        for w in ws:
+            out.append(y[:, r0 : r0 + w.out_features].reshape(*lead, w.out_features))
+            r0 += w._packed.w.shape[0] * 64  # the member's blocks, padding included
+        return out
 
     def _forward_fake(self, x: np.ndarray) -> np.ndarray:
         if self.act_bits == 8:

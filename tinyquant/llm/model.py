@@ -162,6 +162,26 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     return w.forward(x)
 
 
+def linears(x: np.ndarray, ws: list) -> list[np.ndarray]:
+    """y_j = x W_jᵀ for weights that read the same input (q, k, v; gate, up): ``linear`` each.
+
+    When the weights are objects of one class that offers ``forward_shared(x, ws)`` (optional in
+    the Linear protocol), that one call computes them all — the fused-QKV / gate-up projection
+    of inference engines, one kernel call instead of three — or returns None to decline. The
+    values are the same either way (``linears/quant_linear.py`` tests it bit for bit).
+
+    >>> [y.shape for y in linears(np.ones((2, 3)), [np.ones((4, 3)), np.ones((1, 3))])]
+    [(2, 4), (2, 1)]
+    """
+    kind = type(ws[0])
+    shared = getattr(kind, "forward_shared", None)
+    if shared is not None and all(type(w) is kind for w in ws):
+        ys = shared(x, ws)
+        if ys is not None:
+            return ys
+    return [linear(x, w) for w in ws]
+
+
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """RMSNorm over the last axis: x / sqrt(mean(x²) + ε) ⊙ w.
 
@@ -327,6 +347,13 @@ def _lin(params: dict, name: str, x: np.ndarray, record: Record | None) -> np.nd
     return linear(x, params[name])
 
 
+def _lins(params: dict, names: list[str], x: np.ndarray, record: Record | None) -> list:
+    """``_lin`` for several weights reading the same x (through ``linears``)."""
+    if record is not None:
+        return [_lin(params, n, x, record) for n in names]
+    return linears(x, [params[n] for n in names])
+
+
 def attention(
     params: dict,
     cfg: Config,
@@ -345,9 +372,8 @@ def attention(
     H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     p = f"blk.{i}."
     start = 0 if cache is None else cache.pos
-    q = _lin(params, p + "attn_q.weight", h, record)  # (B, T, d)
-    k = _lin(params, p + "attn_k.weight", h, record)  # (B, T, Hkv·hd)
-    v = _lin(params, p + "attn_v.weight", h, record)
+    qkv = [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]
+    q, k, v = _lins(params, qkv, h, record)  # (B, T, d), (B, T, Hkv·hd), (B, T, Hkv·hd)
     q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
     k = k.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)  # (B, Hkv, T, hd)
     v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
@@ -379,8 +405,7 @@ def mlp_sublayer(params: dict, cfg: Config, i: int, x: np.ndarray, record: Recor
     """x + W_down (silu(W_gate h) ⊙ W_up h), h = RMSNorm(x), for block ``i``: (B, T, d)."""
     p = f"blk.{i}."
     h = rmsnorm(x, params[p + "ffn_norm.weight"], cfg.norm_eps)  # (B, T, d)
-    g = _lin(params, p + "ffn_gate.weight", h, record)  # (B, T, F)
-    u = _lin(params, p + "ffn_up.weight", h, record)  # (B, T, F)
+    g, u = _lins(params, [p + "ffn_gate.weight", p + "ffn_up.weight"], h, record)  # (B, T, F) ×2
     return x + _lin(params, p + "ffn_down.weight", silu(g) * u, record)  # (B, T, d)
 
 
