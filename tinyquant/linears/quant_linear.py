@@ -107,8 +107,8 @@ class QuantLinear:
 
         >>> QuantLinear.from_weight(np.eye(8, dtype=np.float32), "int8", None, act_bits=8)
         QuantLinear(8 → 8, int8 per-channel, W8A8, path='fake')
-        >>> QuantLinear.from_weight(np.eye(64, dtype=np.float32), "uint4", 32, act_bits=8)
-        QuantLinear(64 → 64, uint4 g32, W4A8, path='fake')
+        >>> QuantLinear.from_weight(np.eye(64, dtype=np.float32), "int4", 32, act_bits=8)
+        QuantLinear(64 → 64, int4 g32, W4A8, path='fake')
         """
         w = np.asarray(w, dtype=np.float32)
         if w.ndim != 2:
