@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyquant.kernels import PackedW4A8, prepack_w4a8, reference, w4a8_packed_linear
+from tinyquant.kernels.checks import MAX_W4A8_GROUP
 from tinyquant.kernels.vnni import has_vnni
 from tinyquant.linears import QuantLinear
 from tinyquant.llm.model import Config, init_params
@@ -173,6 +174,7 @@ def _good():
         (lambda a: {**a, "x": np.where(a["x"] > 1, np.nan, a["x"]).astype(np.float32)}, "x has"),
         (lambda a: {**a, "group_size": 24}, "group_size 24 does not divide"),
         (lambda a: {**a, "group_size": 12}, "group_size 12 is not a multiple of 8"),
+        (lambda a: {**a, "group_size": MAX_W4A8_GROUP + 8}, "int32 group sums"),
         (lambda a: {**a, "bits": 2}, "bits must be 4 or 3"),
         (lambda a: {**a, "bits": 5}, "bits must be"),
         (lambda a: {**a, "scale": a["scale"] * np.float32(np.inf)}, "scale contains NaN or Inf"),

@@ -34,7 +34,7 @@ __all__ = [
 # int32 accumulation is exact while K · 255 · 128 < 2³¹ (the u8 × s8 VNNI form is the tightest).
 MAX_K = 65536
 # W4A8 accumulates one group at a time: exact in int32 while g · 15 · 127 < 2³¹ (4-bit codes
-# ≤ 15, |q_x| ≤ 127), i.e. g ≤ 1 127 230; the largest multiple of 8 below that bound.
+# ≤ 15, |q_x| ≤ 127), i.e. g ≤ 1 127 288 (a multiple of 8 already).
 MAX_W4A8_GROUP = (2**31 - 1) // (15 * 127) // 8 * 8
 
 

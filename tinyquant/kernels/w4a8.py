@@ -27,7 +27,7 @@ no horizontal sums. The group's int32 sums fold into float accumulators in regis
 stored once per block. ``tt`` = 4 tokens per pass share each load (prefill does not re-unpack
 per token). Rows beyond O are zero padding (dropped from y).
 
-Overflow: int32 is exact while g · 15 · 127 < 2³¹ (``checks.MAX_W4A8_GROUP``, g ≤ 1 127 224);
+Overflow: int32 is exact while g · 15 · 127 < 2³¹ (``checks.MAX_W4A8_GROUP``, g ≤ 1 127 288);
 the float fold overflows to inf only where the float32 sum itself does, identically everywhere.
 
 Kernels: ``vnni`` (the IR below; AVX512-VNNI CPUs) and ``portable`` (plain Numba loops over the
@@ -50,7 +50,14 @@ from numba.extending import intrinsic
 
 from tinyquant.quant.pack import unpack
 
-from .checks import check_activations, check_array, check_buffer, check_size, check_w4a8
+from .checks import (
+    check_activations,
+    check_array,
+    check_bits,
+    check_buffer,
+    check_size,
+    check_w4a8,
+)
 from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
 from .reference import quantize_per_token
 from .threads import threads_for
@@ -131,8 +138,9 @@ def prepack_w4a8(
     check_array(packed, "packed", np.uint8, 2)
     if packed.shape[1] == 0:
         raise ValueError(f"packed has shape {packed.shape}: no codes; pass (out, in·bits/8) bytes")
+    bits = check_bits(bits)  # an int (4.0 refused) before it sizes anything
     O = packed.shape[0]
-    I = packed.shape[1] * 8 // bits if bits in (4, 3) else packed.shape[1]
+    I = packed.shape[1] * 8 // bits
     check_w4a8(np.zeros((1, I), np.float32), packed, scale, zero, group_size, bits)
     # 1) unsigned codes, rows padded to a multiple of 64 (padding rows: code 0, scale 0, zero 0)
     NB = -(-O // ROWS)
