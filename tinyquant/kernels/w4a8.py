@@ -276,10 +276,23 @@ def _w4a8_vnni(qx, asum, sx, w, s, z, y):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------------------------
 # portable: plain loops over the same layout, the same float order
 # ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _i32(v):  # pragma: no cover - compiled
+    return np.int32(v)
+
+
+@njit(cache=True, inline="always")
+def _nib(v, shift):  # pragma: no cover - compiled
+    """The 4-bit field of the int32 ``v`` at bit ``shift`` (int32, so LLVM keeps 32-bit lanes)."""
+    return np.int32((v >> np.int32(shift)) & np.int32(15))
+
+
 @njit(parallel=True, cache=True)
-def _w4a8_portable(qx, asum, sx, w, s, z, y):  # pragma: no cover - compiled
+def _w4a8_portable(qx, asum, sx, w32, s, z, y):  # pragma: no cover - compiled
+    """The same y as ``_w4a8_vnni``; w32 is the layout viewed as (NB, K8, 64) uint32 words (the
+    4 bytes of a row, little-endian: byte b in bits 8b … 8b + 7), so the row loop vectorizes."""
     T = qx.shape[0]
-    NB, K8 = w.shape[0], w.shape[1]
+    NB, K8 = w32.shape[0], w32.shape[1]
     G = s.shape[1]
     nstep = K8 // G
     for ob in prange(NB):
@@ -291,18 +304,21 @@ def _w4a8_portable(qx, asum, sx, w, s, z, y):  # pragma: no cover - compiled
             for gi in range(G):
                 acc[:] = 0
                 for k in range(gi * nstep, (gi + 1) * nstep):
-                    blk = w[ob, k]  # (64, 4)
-                    qk = q[8 * k : 8 * k + 8]
+                    col = w32[ob, k]  # (64,) words
+                    qk = q[8 * k : 8 * k + 8]  # q_x[t, 8k … 8k + 7]
+                    q0, q1, q2, q3 = _i32(qk[0]), _i32(qk[1]), _i32(qk[2]), _i32(qk[3])
+                    q4, q5, q6, q7 = _i32(qk[4]), _i32(qk[5]), _i32(qk[6]), _i32(qk[7])
                     for r in range(ROWS):
-                        a = acc[r]
-                        for b in range(4):
-                            v = np.int32(blk[r, b])
-                            a = np.int32(a + np.int32(v & 15) * np.int32(qk[b]))
-                            a = np.int32(a + np.int32(v >> 4) * np.int32(qk[4 + b]))
-                        acc[r] = a
+                        v = np.int32(col[r])
+                        a = np.int32(np.int32(_nib(v, 0) * q0) + np.int32(_nib(v, 8) * q1))
+                        b = np.int32(np.int32(_nib(v, 16) * q2) + np.int32(_nib(v, 24) * q3))
+                        c = np.int32(np.int32(_nib(v, 4) * q4) + np.int32(_nib(v, 12) * q5))
+                        e = np.int32(np.int32(_nib(v, 20) * q6) + np.int32(_nib(v, 28) * q7))
+                        lo, hi = np.int32(a + b), np.int32(c + e)  # inputs k…k+3, k+4…k+7
+                        acc[r] = np.int32(acc[r] + np.int32(lo + hi))
                 a_tg = asum[t, gi]
                 s_g, z_g = s[ob, gi], z[ob, gi]  # (64,)
-                for r in range(ROWS):
+                for r in range(ROWS):  # the contract's order: d = f32(acc) − z·f32(asum); y += s·d
                     d = np.float32(acc[r]) - z_g[r] * a_tg
                     yb[r] = yb[r] + s_g[r] * d
             for r in range(ROWS):
@@ -341,7 +357,14 @@ def w4a8_packed_linear(x: np.ndarray, p: PackedW4A8, kernels: str | None = None)
     # 3) the kernel: all blocks, all groups; small calls on one thread (threads.py)
     NB = p.w.shape[0]
     y = np.empty((T, NB * ROWS), np.float32)  # (T, Op)
-    run = _w4a8_vnni if kind == "vnni" else _w4a8_portable
     with threads_for(T * I * NB * ROWS):
-        run(q_x, asum, s_x, p.w, p.scale, p.zero, y)
+        if kind == "vnni":
+            _w4a8_vnni(q_x, asum, s_x, p.w, p.scale, p.zero, y)
+        else:  # a row's 4 bytes as one word, byte b in bits 8b … 8b + 7 (a view where native)
+            if np.little_endian:
+                w32 = p.w.view(np.uint32).reshape(NB, I // 8, ROWS)  # (NB, K8, 64)
+            else:
+                shifts = np.array([0, 8, 16, 24], np.uint32)
+                w32 = np.bitwise_or.reduce(p.w.astype(np.uint32) << shifts, axis=3)
+            _w4a8_portable(q_x, asum, s_x, w32, p.scale, p.zero, y)
     return y[:, : p.out_features]  # (T, O)
