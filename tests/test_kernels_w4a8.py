@@ -155,6 +155,16 @@ def test_a_two_layer_w4a8_model_gives_the_same_logits_on_the_fake_and_int_paths(
     assert np.array_equal(logits, fake) and np.abs(fake).max() > 0
 
 
+def test_a_w4a8_linear_read_back_from_its_state_gives_the_same_bits():
+    rng = np.random.default_rng(5)
+    ql = QuantLinear.from_weight(rng.standard_normal((40, 64)).astype(np.float32), "uint4", 32,
+                                 symmetric=False, act_bits=8)  # fmt: skip
+    arrays, meta = ql.to_state("w.")
+    back = QuantLinear.from_state(arrays, meta, "w.")
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    assert repr(back) == repr(ql) and np.array_equal(back.forward(x), ql.forward(x))
+
+
 def test_act_bits_8_refuses_weights_neither_w8a8_nor_w4a8_naming_both():
     qt = quantize_tensor(np.ones((8, 64), np.float32), "uint2", (1, 32), symmetric=False)
     with pytest.raises(ValueError, match="W8A8.*W4A8"):
