@@ -77,7 +77,9 @@ def test_an_unknown_method_or_format_is_an_error():
         (lambda: Rule(("*",), Weights("nf4"), GPTQ()), "integer grids"),
         (lambda: Rule(("*",), Weights("uint4", symmetric=True), AWQ()), "AWQ"),
         (lambda: Rule(("*",), Weights("uint4"), LLMInt8()), "LLMInt8"),
-        (lambda: Rule(("*",), Weights("uint4"), activations=Activations()), "W8A8"),
+        (lambda: Rule(("*",), Weights("uint2"), activations=Activations()), "W8A8"),
+        (lambda: Rule(("*",), Weights("uint4", 12), activations=Activations()), "W4A8"),
+        (lambda: Rule(("*",), Weights("uint4"), activations=Activations("per_tensor")), "W4A8"),
         (lambda: Rule(("*",), Weights("fp16"), GPTQ()), "cast"),
         (
             lambda: Rule(

@@ -117,7 +117,7 @@ def build_linear(W: np.ndarray, rule: Rule, stats: LinearStats | None = None) ->
         return RotatedLinear(rot, MXLinear(qt)) if rot is not None else MXLinear(qt)
     act = rule.activations
     if act is not None and act.granularity == "per_token" and not rule.weights.per_tensor:
-        return QuantLinear(qt, act_bits=8)  # the W8A8 kernel's case: x quantized per token
+        return QuantLinear(qt, act_bits=8)  # W8A8 or W4A8 (QuantLinear checks): x per token
     lin: QLinear = QuantLinear(qt)
     if act is not None:
         amax = None

@@ -98,6 +98,8 @@ PRESETS: dict[str, Recipe] = {
              Weights("nf4", group_size=64, double_quant=True)),
         _one("w4-rtn", "4-bit round-to-nearest, one (scale, zero) per row", _U4),
         _one("w4-rtn-g128", "4-bit round-to-nearest, groups of 128", Weights("uint4", 128)),
+        _one("w4a8-g128", "4-bit RTN weights, groups of 128 × int8 per-token dynamic activations",
+             Weights("uint4", 128), activations=Activations("per_token")),
         _one("w4-gptq", "4-bit GPTQ per row", _U4, method=GPTQ()),
         _one("w4-gptq-g128", "4-bit GPTQ, groups of 128", Weights("uint4", 128), method=GPTQ()),
         _one("w4-gptq-actorder", "4-bit GPTQ per row, act-order", _U4,

@@ -239,8 +239,17 @@ class Rule:
         if isinstance(m, LLMInt8) and (w.fmt != "int8" or w.group_size or w.per_tensor
                                        or self.activations or self.rotation):  # fmt: skip
             raise ValueError("LLMInt8 is int8 per channel with its own activations; no options")
-        if self.activations is not None and (f.name != "int8" or not w.symmetric):
-            raise ValueError("integer activations pair with symmetric int8 weights (W8A8)")
+        a = self.activations
+        if a is not None and not (f.name == "int8" and w.symmetric):  # W8A8, or else W4A8:
+            w4a8 = (f.kind == "int" and f.storage_bits in (4, 3) and not w.per_tensor
+                    and (w.group_size or 8) % 8 == 0
+                    and a.granularity == "per_token" and a.fmt == "int8")  # fmt: skip
+            if not w4a8:
+                raise ValueError(
+                    "integer activations pair with symmetric int8 weights (W8A8) or, as int8 "
+                    "per token, with 4-/3-bit integer weights per row or in groups of a multiple "
+                    f"of 8 (W4A8); got {w.fmt} group_size {w.group_size} with {a.granularity}"
+                )
         if self.activations is not None and self.rotation is not None:
             raise ValueError("activations and rotation together are not supported")
 

@@ -1,8 +1,9 @@
 """How quantized matmuls run fast: NumPy references (the oracle) and Numba kernels.
 
-``reference``    naive NumPy: int8 GEMM, W8A8, weight-only W8/W4/W3/W2 A16 on packed codes
+``reference``    naive NumPy: int8 GEMM, W8A8, W4A8, weight-only W8/W4/W3/W2 A16 on packed codes
 ``numba_int``    Numba int8 GEMM (portable loops, or AVX512-VNNI via ``vnni``) and W8A8
 ``weight_only``  Numba weight-only kernels on a prepacked "rows in lanes" layout
+``w4a8``         Numba W4A8: 4-bit group-wise weights × int8 per-token activations (vpdpbusd)
 ``vnni``         the vpdpbusd instruction as a Numba intrinsic; CPU feature detection
 ``unpack_dot``   the explicit-vector unpack-and-FMA micro-kernel of the weight-only path
 ``attention``    decode-step attention over a KV cache (keeps a decode step in one thread pool)
@@ -26,6 +27,7 @@ from .numba_int import (
     w8a8_packed_linear,
 )
 from .vnni import default_kernels, has_vnni
+from .w4a8 import PackedW4A8, prepack_w4a8, w4a8_packed_linear
 from .weight_only import (
     DEQUANT_MIN_TOKENS,  # noqa: F401 - building block, not in __all__
     PackedWeightOnly,
@@ -40,6 +42,7 @@ from .weight_only import (
 )
 
 __all__ = [
+    "PackedW4A8",
     "PackedW8A8",
     "PackedWeightOnly",
     "default_kernels",
@@ -49,7 +52,9 @@ __all__ = [
     "int8_matmul_packed",
     "packed_linear",
     "prepack",
+    "prepack_w4a8",
     "prepack_w8a8",
+    "w4a8_packed_linear",
     "w8a8_linear",
     "w8a8_packed_linear",
     "weight_only_linear",

@@ -27,10 +27,15 @@ __all__ = [
     "check_int8_operands",
     "check_w8a8",
     "check_weight_only",
+    "MAX_W4A8_GROUP",
+    "check_w4a8",
 ]
 
 # int32 accumulation is exact while K · 255 · 128 < 2³¹ (the u8 × s8 VNNI form is the tightest).
 MAX_K = 65536
+# W4A8 accumulates one group at a time: exact in int32 while g · 15 · 127 < 2³¹ (4-bit codes
+# ≤ 15, |q_x| ≤ 127), i.e. g ≤ 1 127 288 (a multiple of 8 already).
+MAX_W4A8_GROUP = (2**31 - 1) // (15 * 127) // 8 * 8
 
 
 def check_array(a, name: str, dtype, ndim: int) -> np.ndarray:
@@ -215,3 +220,35 @@ def check_weight_only(x, packed, scale, zero, group_size: int, bits: int) -> Non
         )
     _check_scale(scale, "scale", (packed.shape[0], groups))
     _check_scale(zero, "zero", (packed.shape[0], groups))
+
+
+def check_w4a8(x, packed, scale, zero, group_size: int, bits: int) -> None:
+    """W4A8 inputs: the weight-only checks, plus 4-bit (or 3-bit, stored in 4-bit fields) codes
+    and a group size that is a multiple of 8 (one kernel step covers 8 inputs) and small enough
+    for exact int32 group sums (≤ ``MAX_W4A8_GROUP``).
+
+    >>> x = np.ones((1, 24), np.float32); p = np.zeros((2, 12), np.uint8)
+    >>> s = np.ones((2, 2), np.float32)
+    >>> check_w4a8(x, p, s, s, 12, 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: group_size 12 is not a multiple of 8; the W4A8 kernel consumes 8 inputs ...
+    """
+    check_bits(bits)
+    if bits not in (4, 3):
+        raise ValueError(
+            f"bits must be 4 or 3 for W4A8 (codes in 4-bit fields), got {bits}; use the "
+            "weight-only kernels (packed_linear) or W8A8 for other widths"
+        )
+    check_size(group_size, "group_size")
+    if group_size % 8:
+        raise ValueError(
+            f"group_size {group_size} is not a multiple of 8; the W4A8 kernel consumes 8 inputs "
+            "per step — quantize with a group size such as 32, 64 or 128"
+        )
+    if group_size > MAX_W4A8_GROUP:
+        raise ValueError(
+            f"group_size {group_size} exceeds {MAX_W4A8_GROUP}: the int32 group sums "
+            "g · 15 · 127 could overflow; use smaller groups"
+        )
+    check_weight_only(x, packed, scale, zero, group_size, bits)

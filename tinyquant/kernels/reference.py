@@ -25,6 +25,17 @@ formats use zero = 2^(b−1)). The fast kernels regroup the sum as
 Σ_g s[o,g] · (Σ_{i∈g} q[o,i] x[t,i] − z[o,g] Σ_{i∈g} x[t,i]); the float results therefore agree
 with this reference to float32 rounding, not bit for bit (see ``FLOAT_RTOL``).
 
+W4A8 linear (4-bit group-wise weights × int8 per-token activations; the integer dot products
+of llama.cpp's Q4_0 × Q8_0 path; Lin et al. 2024 "QServe", W4A8 with group zero-points):
+
+    acc[t, o, g] = Σ_{i∈g} q[o, i] · q_x[t, i]                          int32, exact
+    asum[t, g]   = Σ_{i∈g} q_x[t, i]                                     int32, exact
+    y[t, o]      = s_x[t] · Σ_g s[o, g] · (acc[t, o, g] − z[o, g] · asum[t, g])
+
+in one fixed float32 order — the contract every W4A8 implementation keeps *to the bit*:
+y = +0; for g = 0, 1, …, G − 1 in turn: d = f32(acc) − z · f32(asum); y = y + s · d; finally
+y = y · s_x (round after every operation, no fused multiply-add; ``fold_groups``).
+
 Shape legend: M, N, K GEMM sizes; T tokens, I in features, O out features, g group size,
 G = I / g groups.
 """
@@ -36,7 +47,13 @@ import numpy as np
 from tinyquant.quant.activations import quantize_activations
 from tinyquant.quant.pack import unpack
 
-from .checks import check_activations, check_int8_operands, check_w8a8, check_weight_only
+from .checks import (
+    check_activations,
+    check_int8_operands,
+    check_w4a8,
+    check_w8a8,
+    check_weight_only,
+)
 
 __all__ = [
     "FLOAT_RTOL",
@@ -46,6 +63,8 @@ __all__ = [
     "scale_accumulator",
     "dequantize_groups",
     "weight_only_linear",
+    "fold_groups",
+    "w4a8_linear",
 ]
 
 # Float outputs of a fast kernel must satisfy |y − y_ref| ≤ FLOAT_RTOL · (|x| |W|ᵀ + |x| |z s|ᵀ):
@@ -159,3 +178,56 @@ def weight_only_linear(
     codes = unpack(packed, bits, x.shape[1])  # (O, I) uint8
     w = dequantize_groups(codes, scale, zero, group_size)  # (O, I)
     return (x @ w.T).astype(np.float32)  # (T, O)
+
+
+def fold_groups(
+    acc: np.ndarray, asum: np.ndarray, scale: np.ndarray, zero: np.ndarray, s_x: np.ndarray
+) -> np.ndarray:
+    """W4A8's float step: y = s_x · Σ_g s · (f32(acc) − z · f32(asum)) in the contract's order.
+
+    ``acc`` (G, T, O) holds the per-group integer sums (int32, or floats holding them exactly),
+    ``asum`` (T, G) the activation group sums, ``scale``/``zero`` (O, G), ``s_x`` (T,).
+
+    >>> acc = np.array([[[10]], [[3]]], np.int32); asum = np.array([[2, -1]], np.int32)
+    >>> s, z = np.array([[0.5, 2.0]], np.float32), np.array([[8.0, 8.0]], np.float32)
+    >>> fold_groups(acc, asum, s, z, np.array([0.1], np.float32))  # (0.5·(10−16) + 2·(3+8))·0.1
+    array([[1.9]], dtype=float32)
+    """
+    G, T, O = acc.shape
+    y = np.zeros((T, O), np.float32)
+    for g in range(G):  # sequentially, in increasing g
+        d = acc[g].astype(np.float32) - zero[None, :, g] * asum[:, g, None].astype(np.float32)
+        y = y + scale[None, :, g] * d  # (T, O)
+    return y * s_x[:, None]  # (T, O)
+
+
+def w4a8_linear(
+    x: np.ndarray,
+    packed: np.ndarray,
+    scale: np.ndarray,
+    zero: np.ndarray,
+    group_size: int,
+    bits: int,
+) -> np.ndarray:
+    """y = s_x · Σ_g s · (acc − z · asum): 4-bit codes (O, I/2) × int8 per-token activations.
+
+    ``bits`` 4, or 3 (the 3-bit canonical packing; codes ≤ 7). One token, 8 codes 1 in one
+    group, zero 0, scale 1: x = [1.27, 0, …] quantizes to q_x = [127, 0, …] with s_x = 0.01,
+    so y = 0.01 · 127:
+
+    >>> x = np.zeros((1, 8), np.float32); x[0, 0] = 1.27
+    >>> s, z = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    >>> w4a8_linear(x, np.full((1, 4), 0x11, np.uint8), s, z, 8, 4)
+    array([[1.27]], dtype=float32)
+    >>> w4a8_linear(x, np.full((1, 4), 0x99, np.uint8), s, z + 8, 8, 4)  # codes 9, zero 8
+    array([[1.27]], dtype=float32)
+    """
+    check_w4a8(x, packed, scale, zero, group_size, bits)
+    T, I = x.shape
+    g = group_size
+    q_x, s_x = quantize_per_token(x)  # (T, I) int8, (T,) float32
+    codes = unpack(packed, bits, I).astype(np.int32)  # (O, I) unsigned codes
+    qx = q_x.astype(np.int32)  # (T, I)
+    acc = np.stack([qx[:, k : k + g] @ codes[:, k : k + g].T for k in range(0, I, g)])  # (G, T, O)
+    asum = qx.reshape(T, I // g, g).sum(axis=2, dtype=np.int32)  # (T, G)
+    return fold_groups(acc, asum, scale, zero, s_x)  # (T, O)

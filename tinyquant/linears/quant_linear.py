@@ -2,14 +2,17 @@
 
     fake path:  y = x Ŵᵀ,   Ŵ = dequantize(QTensor) once (float32)              (weight-only)
                 y = s_x s_wᵀ ⊙ (q_x q_wᵀ), the integer-valued sum exactly in floats   (W8A8)
+                y = s_x · Σ_g s·(acc_g − z·asum_g), group sums exactly in floats      (W4A8)
     int path:   the Numba kernels on the packed codes (``tinyquant.kernels``):
                 weight-only  y = Σ_g s·(Σ q·x − z·Σx)        (prepacked rows-in-lanes layout)
                 W8A8         y = s_x · s_w · (q_x q_wᵀ)       (exact int32 accumulation)
+                W4A8         y = s_x · Σ_g s·(acc_g − z·asum_g)   (int32 group sums, vpdpbusd)
 
 Both paths compute the same function. Weight-only: they differ only by float32 rounding (the
-int path reassociates sums), which the tests bound on the whole model. W8A8: they agree to the
-bit — necessarily, since a last-bit difference can flip a per-token activation code at a
-rounding tie, and such a flip propagates through the following layers.
+int path reassociates sums), which the tests bound on the whole model. W8A8 and W4A8: they
+agree to the bit — necessarily, since a last-bit difference can flip a per-token activation
+code at a rounding tie, and such a flip propagates through the following layers. (W4A8's float
+fold has one fixed order, ``kernels.reference.fold_groups``, which both paths call or mirror.)
 Refs: Jacob et al. 2018 (fake quantization vs integer inference); Frantar et al. 2023 "GPTQ" and
 Lin et al. 2024 "AWQ" (weight-only, group-wise); Xiao et al. 2023 "SmoothQuant" (W8A8).
 Shape legend: T tokens (all leading axes flattened), I in features, O out features,
@@ -26,15 +29,19 @@ from tinyquant.kernels import (
     pack_w8a8_u8,
     packed_linear_checked,
     prepack,
+    prepack_w4a8,
     stack_packed,
+    w4a8_packed_linear,
     w8a8_packed_linear,
 )
+from tinyquant.kernels.reference import fold_groups
 from tinyquant.quant import (
     QTensor,
     per_channel,
     per_group,
     quantize_activations,
     quantize_tensor,
+    unpack,
 )
 
 from .protocol import check_input, check_path, exact_int_matmul, register
@@ -42,6 +49,7 @@ from .protocol import check_input, check_path, exact_int_matmul, register
 __all__ = ["QuantLinear"]
 
 INT_KERNEL_BITS = (8, 4, 3, 2)  # storage widths the weight-only kernels run
+W4A8_BITS = (4, 3)  # storage widths the W4A8 kernels run (3-bit codes in 4-bit fields)
 
 
 @register
@@ -49,8 +57,9 @@ class QuantLinear:
     """A quantized Linear y = x Wᵀ holding a QTensor W (out, in), run fake-quant or integer.
 
     Weight-only (``act_bits=None``): any format; the int path runs integer formats of 8/4/3/2
-    bits with per-group or per-channel blocks (1, g). W8A8 (``act_bits=8``): symmetric int8
-    per-channel weights (block (1, I), no zero), activations quantized per token at run time.
+    bits with per-group or per-channel blocks (1, g). ``act_bits=8`` (activations quantized per
+    token at run time) takes two kinds of weight: symmetric int8 per-channel (block (1, I), no
+    zero) → W8A8; 4- or 3-bit integer codes in blocks (1, g), g a multiple of 8 → W4A8.
 
     >>> rng = np.random.default_rng(0)
     >>> w = rng.standard_normal((96, 64)).astype(np.float32)
@@ -75,15 +84,17 @@ class QuantLinear:
         if len(qtensor.shape) != 2:
             raise ValueError(f"a Linear weight is 2-D (out, in), got shape {qtensor.shape}")
         if act_bits not in (None, 8):
-            raise ValueError(f"act_bits must be None (weight-only) or 8 (W8A8), got {act_bits}")
+            raise ValueError(
+                f"act_bits must be None (weight-only) or 8 (W8A8 / W4A8), got {act_bits}"
+            )
         self.qtensor, self.act_bits, self.kernels = qtensor, act_bits, kernels
         self.out_features, self.in_features = qtensor.shape
-        if act_bits == 8:
-            self._check_w8a8()
+        self._scheme = "weight-only" if act_bits is None else self._check_act8()
         self._path = check_path(path, self.has_int_kernel, f"{qtensor.fmt.name} weights")
         self._w_fake: np.ndarray | None = None  # dequantized weight, made on first fake call
         self._packed = None  # kernel layout, made on first int call
         self._stacks: dict = {}  # forward_shared: (Linears, stacked layout) by their ids
+        self._sz: tuple[np.ndarray, np.ndarray] | None = None  # W4A8 (scale, zero), made once
 
     @classmethod
     def from_weight(
@@ -100,6 +111,8 @@ class QuantLinear:
 
         >>> QuantLinear.from_weight(np.eye(8, dtype=np.float32), "int8", None, act_bits=8)
         QuantLinear(8 → 8, int8 per-channel, W8A8, path='fake')
+        >>> QuantLinear.from_weight(np.eye(64, dtype=np.float32), "int4", 32, act_bits=8)
+        QuantLinear(64 → 64, int4 g32, W4A8, path='fake')
         """
         w = np.asarray(w, dtype=np.float32)
         if w.ndim != 2:
@@ -143,10 +156,9 @@ class QuantLinear:
     def __repr__(self) -> str:
         g = self.group_size
         gran = "per-channel" if g == self.in_features else f"g{g}"
-        kind = "W8A8" if self.act_bits == 8 else "weight-only"
         return (
             f"QuantLinear({self.in_features} → {self.out_features}, {self.qtensor.fmt.name} "
-            f"{gran}, {kind}, path={self.path!r})"
+            f"{gran}, {self._scheme}, path={self.path!r})"
         )
 
     # -- the two paths ----------------------------------------------------------------------------
@@ -199,6 +211,8 @@ class QuantLinear:
         return out
 
     def _forward_fake(self, x: np.ndarray) -> np.ndarray:
+        if self._scheme == "W4A8":
+            return self._forward_fake_w4a8(x)
         if self.act_bits == 8:
             # x̂ Ŵᵀ = s_x s_wᵀ ⊙ (q_x q_wᵀ): the scales factor out of the sum (they sit on t and
             # o); the integer-valued sum is exact (exact_int_matmul), so this float reference
@@ -212,27 +226,76 @@ class QuantLinear:
             self._w_fake = self.qtensor.dequantize().astype(np.float32)  # Ŵ (O, I)
         return (x @ self._w_fake.T).astype(np.float32)  # (T, O)
 
+    def _forward_fake_w4a8(self, x: np.ndarray) -> np.ndarray:
+        # y = s_x · Σ_g s·(acc_g − z·asum_g): the group sums acc_g are integers below 2²⁴ (g ≤
+        # 8808) or 2⁵³, so a float32 (float64) batched BLAS product is exact in any order; the
+        # float fold is the reference's own function — hence the same bits as the int kernel
+        T, I = x.shape
+        g = self.group_size
+        G = I // g
+        if self._w_fake is None:
+            codes = unpack(self.qtensor.codes, self.qtensor.fmt.storage_bits, I)  # (O, I) unsigned
+            dt = np.float32 if g * 15 * 127 < 2**24 else np.float64
+            self._w_fake = np.ascontiguousarray(
+                codes.reshape(self.out_features, G, g).transpose(1, 2, 0).astype(dt)
+            )  # (G, g, O)
+        q, s_x = quantize_activations(x, "per_token")  # (T, I) int8, (T,)
+        qg = q.reshape(T, G, g)  # (T, G, g)
+        qx = qg.transpose(1, 0, 2).astype(self._w_fake.dtype)  # (G, T, g)
+        acc = np.matmul(qx, self._w_fake)  # (G, T, O), exact
+        asum = qg.sum(axis=2, dtype=np.int32)  # (T, G)
+        scale, zero = self._w4a8_scale_zero()
+        return fold_groups(acc, asum, scale, zero, s_x)  # (T, O)
+
     def _forward_int(self, x: np.ndarray) -> np.ndarray:
         packed = self._int_params()
+        if self._scheme == "W4A8":
+            return w4a8_packed_linear(x, packed, self.kernels)
         if self.act_bits == 8:
             return w8a8_packed_linear(x, packed, self.kernels)
         return packed_linear_checked(x, packed)  # x checked by forward, packed built here
 
     # -- kernel parameters ------------------------------------------------------------------------
-    def _check_w8a8(self) -> None:
+    def _check_act8(self) -> str:
+        """Which integer-activation scheme the weight allows ("W8A8" or "W4A8"), else an error
+        naming both accepted cases."""
         qt = self.qtensor
-        if qt.fmt.name != "int8" or qt.zero is not None or qt.block_size[1] != self.in_features:
-            raise ValueError(
-                "W8A8 needs symmetric int8 per-channel weights (format 'int8', block_size "
-                f"(1, {self.in_features}), no zero-point); got {qt.fmt.name} block_size "
-                f"{qt.block_size} zero={'yes' if qt.zero is not None else 'no'}"
-            )
+        I, (b0, g) = self.in_features, qt.block_size
+        if qt.fmt.name == "int8" and qt.zero is None and g == I:
+            return "W8A8"
+        if qt.fmt.kind == "int" and qt.fmt.storage_bits in W4A8_BITS and b0 == 1 and g % 8 == 0:
+            return "W4A8"
+        raise ValueError(
+            "act_bits=8 needs either symmetric int8 per-channel weights (W8A8: format 'int8', "
+            f"block_size (1, {I}), no zero-point) or 4-/3-bit integer weights in groups of a "
+            f"multiple of 8 (W4A8: e.g. 'uint4' or 'int4', block_size (1, 128)); got "
+            f"{qt.fmt.name} block_size {qt.block_size} "
+            f"zero={'yes' if qt.zero is not None else 'no'}"
+        )
+
+    def _w4a8_scale_zero(self) -> tuple[np.ndarray, np.ndarray]:
+        """(s, z) float32 (O, G) with z for *unsigned* codes (signed formats: z + 2^(b−1)),
+        the same two arrays for both paths (made once)."""
+        if self._sz is not None:
+            return self._sz
+        qt = self.qtensor
+        scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
+        zero = np.zeros(scale.shape, np.float32) if qt.zero is None else qt.zero.astype(np.float32)
+        if qt.fmt.signed:
+            zero = zero + np.float32(1 << (qt.fmt.storage_bits - 1))  # q_u = q + 2^(b−1)
+        self._sz = scale, np.ascontiguousarray(zero)
+        return self._sz
 
     def _int_params(self):
         """The kernel's own layout of the weight, built once (load time)."""
         if self._packed is not None:
             return self._packed
         qt = self.qtensor
+        if self._scheme == "W4A8":
+            scale, zero = self._w4a8_scale_zero()
+            self._packed = prepack_w4a8(qt.codes, scale, zero, self.group_size,
+                                        qt.fmt.storage_bits)  # fmt: skip
+            return self._packed
         scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
         if self.act_bits == 8:
             # a signed int8 QTensor stores u = q + 128: exactly the VNNI operand
