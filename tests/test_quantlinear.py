@@ -151,13 +151,19 @@ def test_both_paths_reject_non_finite_inputs_with_the_same_message():
             lin.forward(x)
 
 
-@pytest.mark.parametrize("bits, g", [(4, 128), (2, 64), (8, 256), (3, 32)])
-@pytest.mark.parametrize("T", [1, 3, 5, 16])
-def test_linears_sharing_an_input_in_one_call_equal_their_own_calls_bit_for_bit(bits, g, T):
+@pytest.mark.parametrize("bits, g, act_bits", [(4, 128, None), (2, 64, None), (8, 256, None),
+                                              (3, 32, None), (4, 128, 8), (3, 32, 8)])  # fmt: skip
+@pytest.mark.parametrize("T", [1, 3, 5, 16, 20])
+def test_linears_sharing_an_input_in_one_call_equal_their_own_calls_bit_for_bit(
+    bits, g, act_bits, T
+):
     rng = np.random.default_rng(bits * 100 + T)
+    if act_bits is None and T > 16:
+        pytest.skip("weight-only prefill declines (tested below)")
     fmt = f"int{bits}"
-    ws = [QuantLinear.from_weight(rng.standard_normal((o, 256)).astype(np.float32), fmt, g)
-          .with_path("int") for o in (130, 64, 7)]  # fmt: skip
+    ws = [QuantLinear.from_weight(rng.standard_normal((o, 256)).astype(np.float32), fmt, g,
+                                  act_bits=act_bits).with_path("int")
+          for o in (130, 64, 7)]  # fmt: skip
     x = rng.standard_normal((1, T, 256)).astype(np.float32)
     alone = [w.forward(x) for w in ws]
     shared = QuantLinear.forward_shared(x, ws)

@@ -51,7 +51,12 @@ SHAPES = {
 }  # fmt: skip
 # row name → preset whose rules also quantize ``output`` here
 FORMATS = {"fp32": "fp32", "w8a8": "w8a8", "w8a16": "w8a16", "w4a16-g128": "w4-rtn-g128",
-           "w3a16": "w3-rtn", "w2a16-g64": "w2-rtn-g64"}  # fmt: skip
+           "w4a8-g128": "w4a8-g128", "w3a16": "w3-rtn", "w2a16-g64": "w2-rtn-g64"}  # fmt: skip
+# llama.cpp type → our formats beside it: the first quantizes activations to int8 as llama.cpp's
+# CPU dot products do (Q8_0 / Q8_K activations); the second is the weight-only twin
+LLAMA_CPP_PEERS = {"F32": ("fp32",), "Q8_0": ("w8a8", "w8a16"),
+                   "Q4_0": ("w4a8-g128", "w4a16-g128"),
+                   "Q4_K_M": ("w4a8-g128", "w4a16-g128")}  # fmt: skip
 GGUF_TYPES = ("F32", "Q8_0", "Q4_0", "Q4_K_M")
 
 
@@ -237,25 +242,24 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
         del m
     ours = {r["name"]: r for r in rows if r.get("context") == contexts[0]}
     llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps) if llama_cpp else {}
-    mine = {"F32": "fp32", "Q8_0": "w8a8", "Q4_0": "w4a16-g128", "Q4_K_M": "w4a16-g128"}
     for t, (tps, w_bytes) in llama.items():
-        if f"decode {mine[t]}" not in ours:
+        peers = [f for f in LLAMA_CPP_PEERS[t] if f"decode {f}" in ours]
+        if not peers:
             continue
-        r = ours[f"decode {mine[t]}"]
+        r = ours[f"decode {peers[0]}"]
         per_tok = w_bytes + kv_bytes_per_token(cfg, contexts[0]) // 2  # its F16 KV cache
+        ratios = {f: ours[f"decode {f}"]["tokens_per_s"] / tps for f in peers}
         row = {"name": f"llama.cpp decode {t}", "shape": name, "context": contexts[0],
                "seconds": 1 / tps, "min_seconds": 1 / tps, "tokens_per_s": tps,
-               "threads": threads, "baseline": f"tinyquant decode {mine[t]}",
+               "threads": threads, "baseline": f"tinyquant decode {peers[0]}",
                "baseline_seconds": r["seconds"], "speedup": r["seconds"] * tps,
-               "tinyquant_over_llama_cpp": r["tokens_per_s"] / tps,
+               "tinyquant_over_llama_cpp": ratios[peers[0]],
+               "tinyquant_over_llama_cpp_by_format": ratios,
                "bytes_per_token": per_tok, "weight_bytes": w_bytes,
                "gbps": per_tok * tps / 1e9, "roofline_pct": 100 * per_tok * tps / bw,
                "bandwidth_gbps": bw / 1e9}  # fmt: skip
-        print(
-            f"llama.cpp {t:7s} ctx {contexts[0]:5d}  {tps:7.2f} tok/s;  tinyquant {mine[t]} "
-            f"/ llama.cpp = {row['tinyquant_over_llama_cpp']:.2f}",
-            file=sys.stderr,
-            flush=True,
-        )
+        vs = ", ".join(f"{f} / llama.cpp = {x:.2f}" for f, x in ratios.items())
+        print(f"llama.cpp {t:7s} ctx {contexts[0]:5d}  {tps:7.2f} tok/s;  tinyquant {vs}",
+              file=sys.stderr, flush=True)  # fmt: skip
         rows.append(row)
     return rows

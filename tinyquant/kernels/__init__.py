@@ -27,7 +27,12 @@ from .numba_int import (
     w8a8_packed_linear,
 )
 from .vnni import default_kernels, has_vnni
-from .w4a8 import PackedW4A8, prepack_w4a8, w4a8_packed_linear
+from .w4a8 import (
+    PackedW4A8,
+    prepack_w4a8,
+    w4a8_packed_linear,
+    w4a8_packed_linear_checked,  # noqa: F401 - building block, not in __all__
+)
 from .weight_only import (
     DEQUANT_MIN_TOKENS,  # noqa: F401 - building block, not in __all__
     PackedWeightOnly,

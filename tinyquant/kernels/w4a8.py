@@ -69,7 +69,7 @@ from .reference import quantize_per_token
 from .threads import threads_for
 from .vnni import check_kernels, default_kernels
 
-__all__ = ["PackedW4A8", "prepack_w4a8", "w4a8_packed_linear"]
+__all__ = ["PackedW4A8", "prepack_w4a8", "w4a8_packed_linear", "w4a8_packed_linear_checked"]
 
 ROWS = 64  # output rows per block = 4 zmm of 16 int32 lanes
 STEP_BYTES = ROWS * 4  # one step of 8 inputs: 64 rows × 4 bytes
@@ -352,9 +352,17 @@ def w4a8_packed_linear(x: np.ndarray, p: PackedW4A8, kernels: str | None = None)
     if not isinstance(p, PackedW4A8):
         raise ValueError(f"p must be a PackedW4A8 from prepack_w4a8(), got {type(p).__name__}")
     p.check_layout("p")
+    if x.shape[1] != p.in_features:
+        raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
+    return w4a8_packed_linear_checked(x, p, kernels)
+
+
+def w4a8_packed_linear_checked(x: np.ndarray, p: PackedW4A8, kernels: str | None = None):
+    """``w4a8_packed_linear`` for a caller that validated x (finite float32 (T, I), C-contiguous)
+    and built ``p`` itself (a ``QuantLinear``): no second validation of the same arrays."""
     T, I = x.shape
-    if I != p.in_features:
-        raise ValueError(f"x has {I} features but the weight expects {p.in_features}")
+    if T == 0:  # no tokens: nothing to compute
+        return np.zeros((0, p.out_features), np.float32)
     kind = default_kernels() if kernels is None else check_kernels(kernels)
     # 2) the activation codes — the reference's own function — and their exact group sums
     g = p.group_size

@@ -63,6 +63,7 @@ from .unpack_dot import (
     unpack_dot8_t1,
     unpack_dot8_t4,
 )
+from .w4a8 import PackedW4A8
 
 __all__ = [
     "DEQUANT_MIN_TOKENS",
@@ -400,13 +401,15 @@ def packed_linear_checked(x: np.ndarray, pw: PackedWeightOnly) -> np.ndarray:
     return y
 
 
-def stack_packed(pws: list[PackedWeightOnly]) -> tuple[PackedWeightOnly, list[PackedWeightOnly]]:
+def stack_packed(pws: list) -> tuple:
     """One weight made of the 64-row blocks of ``pws`` in order, and each of ``pws`` again as a
     view into it (no second copy). Row ``r`` of member j sits at row ``64·(blocks before j) + r``
     of the stack; a member's padding rows stay in the stack (their output is dropped).
 
-    The stack's kernel call computes every member's rows exactly as the member's own call does:
-    each 64-row block is an independent computation (decode path, T ≤ ``DEQUANT_MIN_TOKENS``).
+    ``pws``: all ``PackedWeightOnly`` or all ``PackedW4A8`` (``kernels.w4a8``), sharing bits,
+    in_features and group_size. The stack's kernel call computes every member's rows exactly
+    as the member's own call does: each 64-row block is an independent computation (for
+    weight-only, on the decode path, T ≤ ``DEQUANT_MIN_TOKENS``).
 
     >>> a = prepack(np.full((3, 32), 0x11, np.uint8), np.ones((3, 1), np.float32),
     ...             np.zeros((3, 1), np.float32), 64, 4)
@@ -416,10 +419,12 @@ def stack_packed(pws: list[PackedWeightOnly]) -> tuple[PackedWeightOnly, list[Pa
     """
     if not pws:
         raise ValueError("stack_packed needs at least one weight")
-    for pw in pws:
-        _check_packed(pw)
+    kind = type(pws[0])
+    if kind not in _BLOCK_ARRAYS or any(type(pw) is not kind for pw in pws):
+        raise ValueError("stack_packed takes PackedWeightOnly or PackedW4A8 weights, one kind")
     first = pws[0]
-    for pw in pws[1:]:
+    for pw in pws:
+        pw.check_layout("pw")
         if (pw.bits, pw.in_features, pw.group_size) != (first.bits, first.in_features,
                                                         first.group_size):  # fmt: skip
             raise ValueError(
@@ -427,18 +432,20 @@ def stack_packed(pws: list[PackedWeightOnly]) -> tuple[PackedWeightOnly, list[Pa
                 f"({pw.bits}, {pw.in_features}, {pw.group_size}) after "
                 f"({first.bits}, {first.in_features}, {first.group_size})"
             )
-    w = np.concatenate([pw.w for pw in pws])  # (ΣNB, I, BPC)
-    scale = np.concatenate([pw.scale for pw in pws])  # (ΣNB, G, 64)
-    scale_zero = np.concatenate([pw.scale_zero for pw in pws])
-    stack = dataclasses.replace(first, out_features=w.shape[0] * ROWS, w=w, scale=scale,
-                                scale_zero=scale_zero)  # fmt: skip
+    names = _BLOCK_ARRAYS[kind]  # the arrays whose first axis is the 64-row block
+    stacked = {n: np.concatenate([getattr(pw, n) for pw in pws]) for n in names}  # (ΣNB, …)
+    nb = stacked["w"].shape[0]
+    stack = dataclasses.replace(first, out_features=nb * ROWS, **stacked)
     views, b0 = [], 0
     for pw in pws:
         b1 = b0 + pw.w.shape[0]
-        views.append(dataclasses.replace(pw, w=w[b0:b1], scale=scale[b0:b1],
-                                         scale_zero=scale_zero[b0:b1]))  # fmt: skip
+        views.append(dataclasses.replace(pw, **{n: a[b0:b1] for n, a in stacked.items()}))
         b0 = b1
     return stack, views
+
+
+_BLOCK_ARRAYS = {PackedWeightOnly: ("w", "scale", "scale_zero"),
+                 PackedW4A8: ("w", "scale", "zero")}  # fmt: skip
 
 
 def needs_overflow_shift(x: np.ndarray, pw: PackedWeightOnly) -> bool:

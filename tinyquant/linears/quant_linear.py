@@ -31,7 +31,7 @@ from tinyquant.kernels import (
     prepack,
     prepack_w4a8,
     stack_packed,
-    w4a8_packed_linear,
+    w4a8_packed_linear_checked,
     w8a8_packed_linear,
 )
 from tinyquant.kernels.reference import fold_groups
@@ -172,27 +172,32 @@ class QuantLinear:
 
     @staticmethod
     def forward_shared(x: np.ndarray, ws: list[QuantLinear]) -> list[np.ndarray] | None:
-        """x W_jᵀ for every Linear of ``ws`` in one kernel call (decode: T ≤ 16 tokens), or None.
+        """x W_jᵀ for every Linear of ``ws`` in one kernel call, or None to decline.
 
-        For weight-only Linears on the int path that share in_features, group size and bits
-        (q, k and v of a block; gate and up): their packed blocks are stacked once
-        (``kernels.stack_packed``; each Linear's own layout becomes a view of the stack, so
-        nothing is stored twice), then one call computes all rows. Each 64-row block is
-        computed as in the Linear's own call, so the values are the same bit for bit. Declines
-        (None: the caller runs one ``forward`` each) otherwise, for prefill, and where the
-        overflow guard would rescale x.
+        For Linears on the int path of one scheme (weight-only or W4A8) sharing in_features,
+        group size, bits and kernel family — q, k and v of a block; gate and up: their packed
+        blocks are stacked once (``kernels.stack_packed``; each Linear's own layout becomes a
+        view of the stack, so nothing is stored twice), then one call computes all rows (and,
+        for W4A8, quantizes x once). Each 64-row block is computed as in the Linear's own call,
+        so the values are the same bit for bit. Declines (None: the caller runs one ``forward``
+        each) otherwise, for weight-only prefill (T > 16: BLAS slabs, whose sums may depend on
+        the slab's width), and where the weight-only overflow guard would rescale x.
         """
         first = ws[0]
-        same = (first.in_features, first.group_size, first.qtensor.fmt.storage_bits)
-        if not all(w.path == "int" and w.act_bits is None
-                   and (w.in_features, w.group_size, w.qtensor.fmt.storage_bits) == same
-                   for w in ws):  # fmt: skip
+        same = (first._scheme, first.in_features, first.group_size,
+                first.qtensor.fmt.storage_bits, first.kernels)  # fmt: skip
+        if first._scheme == "W8A8" or not all(
+            w.path == "int" and (w._scheme, w.in_features, w.group_size,
+                                 w.qtensor.fmt.storage_bits, w.kernels) == same
+            for w in ws
+        ):  # fmt: skip
             return None
         x = check_input(x, first.in_features)
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x.reshape(-1, first.in_features))  # (T, I)
-        if x2.shape[0] > DEQUANT_MIN_TOKENS:
-            return None  # prefill: BLAS slabs, whose sums may depend on the slab's width
+        weight_only = first._scheme == "weight-only"
+        if weight_only and x2.shape[0] > DEQUANT_MIN_TOKENS:
+            return None
         key = tuple(id(w) for w in ws)
         hit = first._stacks.get(key)
         if hit is None or any(a is not b for a, b in zip(hit[0], ws, strict=True)):
@@ -201,9 +206,12 @@ class QuantLinear:
                 w._packed = view  # the same values, now inside the stack
             hit = first._stacks[key] = (tuple(ws), stack)
         stack = hit[1]
-        if needs_overflow_shift(x2, stack):
-            return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
-        y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
+        if weight_only:
+            if needs_overflow_shift(x2, stack):
+                return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
+            y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
+        else:
+            y = w4a8_packed_linear_checked(x2, stack, first.kernels)  # (T, ΣNB·64)
         out, r0 = [], 0
         for w in ws:
             out.append(y[:, r0 : r0 + w.out_features].reshape(*lead, w.out_features))
@@ -250,7 +258,7 @@ class QuantLinear:
     def _forward_int(self, x: np.ndarray) -> np.ndarray:
         packed = self._int_params()
         if self._scheme == "W4A8":
-            return w4a8_packed_linear(x, packed, self.kernels)
+            return w4a8_packed_linear_checked(x, packed, self.kernels)  # x checked by forward
         if self.act_bits == 8:
             return w8a8_packed_linear(x, packed, self.kernels)
         return packed_linear_checked(x, packed)  # x checked by forward, packed built here
