@@ -15,7 +15,8 @@ Both kernel families compute the u8 × s8 form (see ``vnni`` for the trick):
 
 W8A8 stores its int8 weights as u = q_w + 128 — exactly the unsigned codes a symmetric int8
 QTensor holds — in the chosen kernel's layout, once (``prepack_w8a8``); the activation codes
-come from ``reference.quantize_per_token``, so both paths see identical integers.
+come from ``act_int8.quantize_rows``, the one-pass twin of ``reference.quantize_per_token``
+(tested bit for bit), so both paths see identical integers.
 
 Loop order: output columns in slabs (portable: 128 weight rows; VNNI: one 64-column panel,
 64·K bytes, L2-resident) split across threads; inside a slab, a register tile (portable 4 × 4
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from .act_int8 import quantize_rows
 from .checks import (
     check_activations,
     check_array,
@@ -41,7 +43,7 @@ from .checks import (
     check_size,
     check_w8a8,
 )
-from .reference import quantize_per_token, scale_accumulator
+from .reference import scale_accumulator
 from .threads import threads_for
 from .vnni import PANEL, check_kernels, default_kernels, pack_panels, tile_1, tile_6
 
@@ -325,11 +327,12 @@ def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None)
     if x.shape[1] != p.in_features:
         raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
     kind = check_kernels(p.kernels if kernels is None else kernels)
-    q, s = quantize_per_token(x)  # (T, I) int8, (T,) float32 — the reference's own codes
+    # the reference's codes (quant.activations), computed in one pass by its twin
+    q, s, rsum = quantize_rows(x, x.shape[1])  # (T, I) int8, (T,) float32, (T, 1) Σ q
     with threads_for(x.shape[0] * p.in_features * p.out_features):  # small: one thread
         if kind == "vnni" and p.kernels == "vnni":
             acc = _vnni_u8s8(q, p.u, p.out_features)  # (T, O) raw Σ u·q
-            acc = acc - np.int32(128) * q.sum(axis=1, dtype=np.int32)[:, None]
+            acc = acc - np.int32(128) * rsum
         else:
             acc = matmul_u8s8(q, p.rows(), kind)  # (T, O) int32, exact
     return scale_accumulator(acc, s, p.scale)  # the reference's own function

@@ -56,6 +56,7 @@ from numba.extending import intrinsic
 
 from tinyquant.quant.pack import unpack
 
+from .act_int8 import quantize_rows
 from .checks import (
     check_activations,
     check_array,
@@ -65,7 +66,6 @@ from .checks import (
     check_w4a8,
 )
 from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
-from .reference import quantize_per_token
 from .threads import threads_for
 from .vnni import check_kernels, default_kernels
 
@@ -366,8 +366,8 @@ def w4a8_packed_linear_checked(x: np.ndarray, p: PackedW4A8, kernels: str | None
     kind = default_kernels() if kernels is None else check_kernels(kernels)
     # 2) the activation codes — the reference's own function — and their exact group sums
     g = p.group_size
-    q_x, s_x = quantize_per_token(x)  # (T, I) int8, (T,) float32
-    asum = q_x.reshape(T, I // g, g).sum(axis=2, dtype=np.int32).astype(np.float32)  # (T, G)
+    q_x, s_x, asum = quantize_rows(x, g)  # (T, I) int8, (T,) float32, (T, G) int32: one pass
+    asum = asum.astype(np.float32)  # exact: |asum| ≤ g · 127 < 2²⁴
     # 3) the kernel: all blocks, all groups; small calls on one thread (threads.py)
     NB = p.w.shape[0]
     y = np.empty((T, NB * ROWS), np.float32)  # (T, Op)
