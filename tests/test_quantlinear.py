@@ -151,16 +151,16 @@ def test_both_paths_reject_non_finite_inputs_with_the_same_message():
             lin.forward(x)
 
 
-@pytest.mark.parametrize("bits, g, act_bits", [(4, 128, None), (2, 64, None), (8, 256, None),
-                                              (3, 32, None), (4, 128, 8), (3, 32, 8)])  # fmt: skip
+@pytest.mark.parametrize("fmt, g, act_bits", [("int4", 128, None), ("int2", 64, None),
+                                              ("int8", 256, None), ("int3", 32, None),
+                                              ("int4", 128, 8), ("int3", 32, 8), ("int8", None, 8)])  # fmt: skip
 @pytest.mark.parametrize("T", [1, 3, 5, 16, 20])
 def test_linears_sharing_an_input_in_one_call_equal_their_own_calls_bit_for_bit(
-    bits, g, act_bits, T
+    fmt, g, act_bits, T
 ):
-    rng = np.random.default_rng(bits * 100 + T)
+    rng = np.random.default_rng(T)
     if act_bits is None and T > 16:
         pytest.skip("weight-only prefill declines (tested below)")
-    fmt = f"int{bits}"
     ws = [QuantLinear.from_weight(rng.standard_normal((o, 256)).astype(np.float32), fmt, g,
                                   act_bits=act_bits).with_path("int")
           for o in (130, 64, 7)]  # fmt: skip
@@ -185,3 +185,17 @@ def test_forward_shared_declines_prefill_mixed_kinds_and_the_fake_path():
     assert QuantLinear.forward_shared(x1, [i4, i8]) is None  # 4 and 8 bits
     assert QuantLinear.forward_shared(x17, [i4, i4]) is None  # prefill: BLAS slabs
     assert np.array_equal(model.linears(x17, [i4, i8])[1], i8.forward(x17))
+
+
+@pytest.mark.parametrize("kind", ["portable", "vnni"] if vnni.has_vnni() else ["portable"])
+def test_w8a8_linears_sharing_an_input_equal_their_own_calls_in_either_kernel_layout(kind):
+    rng = np.random.default_rng(3)
+    ws = [QuantLinear.from_weight(rng.standard_normal((o, 96)).astype(np.float32), "int8", None,
+                                  act_bits=8, kernels=kind).with_path("int")
+          for o in (70, 5)]  # fmt: skip
+    x = rng.standard_normal((2, 96)).astype(np.float32)
+    alone = [w.forward(x) for w in ws]
+    shared = QuantLinear.forward_shared(x, ws)
+    assert shared is not None and all(
+        np.array_equal(a, b) for a, b in zip(alone, shared, strict=True)
+    )

@@ -48,6 +48,7 @@ from .checks import (
     check_size,
     check_weight_only,
 )
+from .numba_int import PackedW8A8
 from .threads import threads_for
 from .unpack_dot import (
     ROWS,
@@ -406,10 +407,11 @@ def stack_packed(pws: list) -> tuple:
     view into it (no second copy). Row ``r`` of member j sits at row ``64·(blocks before j) + r``
     of the stack; a member's padding rows stay in the stack (their output is dropped).
 
-    ``pws``: all ``PackedWeightOnly`` or all ``PackedW4A8`` (``kernels.w4a8``), sharing bits,
-    in_features and group_size. The stack's kernel call computes every member's rows exactly
-    as the member's own call does: each 64-row block is an independent computation (for
-    weight-only, on the decode path, T ≤ ``DEQUANT_MIN_TOKENS``).
+    ``pws``: all ``PackedWeightOnly`` or all ``PackedW4A8`` (``kernels.w4a8``) sharing bits,
+    in_features and group_size, or all ``PackedW8A8`` sharing kernels and in_features. The
+    stack's kernel call computes every member's rows exactly as the member's own call does:
+    each 64-row block is an independent computation (for weight-only, on the decode path,
+    T ≤ ``DEQUANT_MIN_TOKENS``).
 
     >>> a = prepack(np.full((3, 32), 0x11, np.uint8), np.ones((3, 1), np.float32),
     ...             np.zeros((3, 1), np.float32), 64, 4)
@@ -419,6 +421,8 @@ def stack_packed(pws: list) -> tuple:
     """
     if not pws:
         raise ValueError("stack_packed needs at least one weight")
+    if all(isinstance(pw, PackedW8A8) for pw in pws):
+        return _stack_w8a8(pws)
     kind = type(pws[0])
     if kind not in _BLOCK_ARRAYS or any(type(pw) is not kind for pw in pws):
         raise ValueError("stack_packed takes PackedWeightOnly or PackedW4A8 weights, one kind")
@@ -441,6 +445,28 @@ def stack_packed(pws: list) -> tuple:
         b1 = b0 + pw.w.shape[0]
         views.append(dataclasses.replace(pw, **{n: a[b0:b1] for n, a in stacked.items()}))
         b0 = b1
+    return stack, views
+
+
+def _stack_w8a8(ps: list[PackedW8A8]) -> tuple[PackedW8A8, list[PackedW8A8]]:
+    """``stack_packed`` for W8A8 weights: panels of 64 rows (vnni) or plain rows (portable);
+    each member's scale is zero-padded to its panels' rows, so a row keeps its panel."""
+    first = ps[0]
+    for p in ps:
+        p.check_layout("p")
+        if (p.kernels, p.in_features) != (first.kernels, first.in_features):
+            raise ValueError("W8A8 weights to stack must share kernels and in_features")
+    rows = ROWS if first.kernels == "vnni" else 1  # rows per unit of u's first axis
+    units = [p.u.shape[0] for p in ps]
+    u = np.concatenate([p.u for p in ps])  # (ΣNP, K4, 64, 4) or (ΣO, I)
+    scale = np.zeros(sum(units) * rows, np.float32)
+    views, b0 = [], 0
+    for p, n in zip(ps, units, strict=True):
+        scale[b0 * rows : b0 * rows + p.out_features] = p.scale
+        own = scale[b0 * rows : b0 * rows + p.out_features]  # a view of the stacked scale
+        views.append(dataclasses.replace(p, u=u[b0 : b0 + n], scale=own))
+        b0 += n
+    stack = dataclasses.replace(first, u=u, scale=scale, out_features=scale.size)
     return stack, views
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from tinyquant.kernels import (
     DEQUANT_MIN_TOKENS,
+    PackedW8A8,
     needs_overflow_shift,
     pack_w8a8_u8,
     packed_linear_checked,
@@ -174,19 +175,20 @@ class QuantLinear:
     def forward_shared(x: np.ndarray, ws: list[QuantLinear]) -> list[np.ndarray] | None:
         """x W_jᵀ for every Linear of ``ws`` in one kernel call, or None to decline.
 
-        For Linears on the int path of one scheme (weight-only or W4A8) sharing in_features,
-        group size, bits and kernel family — q, k and v of a block; gate and up: their packed
-        blocks are stacked once (``kernels.stack_packed``; each Linear's own layout becomes a
-        view of the stack, so nothing is stored twice), then one call computes all rows (and,
-        for W4A8, quantizes x once). Each 64-row block is computed as in the Linear's own call,
-        so the values are the same bit for bit. Declines (None: the caller runs one ``forward``
-        each) otherwise, for weight-only prefill (T > 16: BLAS slabs, whose sums may depend on
-        the slab's width), and where the weight-only overflow guard would rescale x.
+        For Linears on the int path of one scheme (weight-only, W4A8, W8A8) sharing
+        in_features, group size, bits and kernel family — q, k and v of a block; gate and up:
+        their packed blocks are stacked once (``kernels.stack_packed``; each Linear's own layout
+        becomes a view of the stack, so nothing is stored twice), then one call computes all
+        rows (and, with int8 activations, quantizes x once). Each 64-row block is computed as
+        in the Linear's own call, so the values are the same bit for bit. Declines (None: the
+        caller runs one ``forward`` each) otherwise, for weight-only prefill (T > 16: BLAS
+        slabs, whose sums may depend on the slab's width), and where the weight-only overflow
+        guard would rescale x.
         """
         first = ws[0]
         same = (first._scheme, first.in_features, first.group_size,
                 first.qtensor.fmt.storage_bits, first.kernels)  # fmt: skip
-        if first._scheme == "W8A8" or not all(
+        if not all(
             w.path == "int" and (w._scheme, w.in_features, w.group_size,
                                  w.qtensor.fmt.storage_bits, w.kernels) == same
             for w in ws
@@ -210,12 +212,14 @@ class QuantLinear:
             if needs_overflow_shift(x2, stack):
                 return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
             y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
-        else:
+        elif first._scheme == "W4A8":
             y = w4a8_packed_linear_checked(x2, stack, first.kernels)  # (T, ΣNB·64)
+        else:
+            y = w8a8_packed_linear(x2, stack, first.kernels)  # (T, ΣNP·64) or (T, ΣO)
         out, r0 = [], 0
         for w in ws:
             out.append(y[:, r0 : r0 + w.out_features].reshape(*lead, w.out_features))
-            r0 += w._packed.w.shape[0] * 64  # the member's blocks, padding included
+            r0 += _padded_rows(w._packed)  # the member's rows in the stack, padding included
         return out
 
     def _forward_fake(self, x: np.ndarray) -> np.ndarray:
@@ -316,3 +320,10 @@ class QuantLinear:
             zero = zero + np.float32(1 << (bits - 1))  # unsigned codes: q_u = q + 2^(b−1)
         self._packed = prepack(qt.codes, scale, zero, self.group_size, bits)
         return self._packed
+
+
+def _padded_rows(packed) -> int:
+    """Rows a packed weight occupies in a stack: its 64-row blocks/panels, or its rows."""
+    if isinstance(packed, PackedW8A8):
+        return packed.u.shape[0] * 64 if packed.kernels == "vnni" else packed.out_features
+    return packed.w.shape[0] * 64
