@@ -26,6 +26,7 @@ from .numba_int import (
     prepack_w8a8,
     w8a8_linear,
     w8a8_packed_linear,
+    w8a8_packed_linear_checked,  # noqa: F401 - building block, not in __all__
 )
 from .vnni import default_kernels, has_vnni
 from .w4a8 import (

@@ -326,7 +326,16 @@ def w8a8_packed_linear(x: np.ndarray, p: PackedW8A8, kernels: str | None = None)
     check_activations(x)
     if x.shape[1] != p.in_features:
         raise ValueError(f"x has {x.shape[1]} features but the weight expects {p.in_features}")
-    kind = check_kernels(p.kernels if kernels is None else kernels)
+    return w8a8_packed_linear_checked(
+        x, p, check_kernels(p.kernels if kernels is None else kernels)
+    )
+
+
+def w8a8_packed_linear_checked(x: np.ndarray, p: PackedW8A8, kind: str) -> np.ndarray:
+    """``w8a8_packed_linear`` for a caller that validated x (finite float32 (T, I), C-contiguous),
+    built ``p`` itself and names a valid kernel family ``kind`` (a ``QuantLinear``)."""
+    if x.shape[0] == 0:  # no tokens: nothing to compute
+        return np.zeros((0, p.out_features), np.float32)
     # the reference's codes (quant.activations), computed in one pass by its twin
     q, s, rsum = quantize_rows(x, x.shape[1])  # (T, I) int8, (T,) float32, (T, 1) Σ q
     with threads_for(x.shape[0] * p.in_features * p.out_features):  # small: one thread

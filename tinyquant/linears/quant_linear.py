@@ -33,7 +33,7 @@ from tinyquant.kernels import (
     prepack_w4a8,
     stack_packed,
     w4a8_packed_linear_checked,
-    w8a8_packed_linear,
+    w8a8_packed_linear_checked,
 )
 from tinyquant.kernels.reference import fold_groups
 from tinyquant.quant import (
@@ -186,23 +186,24 @@ class QuantLinear:
         guard would rescale x.
         """
         first = ws[0]
-        same = (first._scheme, first.in_features, first.group_size,
-                first.qtensor.fmt.storage_bits, first.kernels)  # fmt: skip
-        if not all(
-            w.path == "int" and (w._scheme, w.in_features, w.group_size,
-                                 w.qtensor.fmt.storage_bits, w.kernels) == same
-            for w in ws
-        ):  # fmt: skip
-            return None
+        key = tuple(id(w) for w in ws)
+        hit = first._stacks.get(key)
+        if hit is not None and any(a is not b for a, b in zip(hit[0], ws, strict=True)):
+            hit = None  # an id reused by another object
+        if hit is None:
+            same = (first._scheme, first.in_features, first.group_size,
+                    first.qtensor.fmt.storage_bits, first.kernels)  # fmt: skip
+            if not all(w.path == "int" and (w._scheme, w.in_features, w.group_size,
+                                            w.qtensor.fmt.storage_bits, w.kernels) == same
+                       for w in ws):  # fmt: skip
+                return None
         x = check_input(x, first.in_features)
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x.reshape(-1, first.in_features))  # (T, I)
         weight_only = first._scheme == "weight-only"
         if weight_only and x2.shape[0] > DEQUANT_MIN_TOKENS:
             return None
-        key = tuple(id(w) for w in ws)
-        hit = first._stacks.get(key)
-        if hit is None or any(a is not b for a, b in zip(hit[0], ws, strict=True)):
+        if hit is None:
             stack, views = stack_packed([w._int_params() for w in ws])
             for w, view in zip(ws, views, strict=True):
                 w._packed = view  # the same values, now inside the stack
@@ -215,7 +216,7 @@ class QuantLinear:
         elif first._scheme == "W4A8":
             y = w4a8_packed_linear_checked(x2, stack, first.kernels)  # (T, ΣNB·64)
         else:
-            y = w8a8_packed_linear(x2, stack, first.kernels)  # (T, ΣNP·64) or (T, ΣO)
+            y = w8a8_packed_linear_checked(x2, stack, stack.kernels)  # (T, ΣNP·64) or (T, ΣO)
         out, r0 = [], 0
         for w in ws:
             out.append(y[:, r0 : r0 + w.out_features].reshape(*lead, w.out_features))
@@ -263,8 +264,8 @@ class QuantLinear:
         packed = self._int_params()
         if self._scheme == "W4A8":
             return w4a8_packed_linear_checked(x, packed, self.kernels)  # x checked by forward
-        if self.act_bits == 8:
-            return w8a8_packed_linear(x, packed, self.kernels)
+        if self.act_bits == 8:  # x checked by forward, packed built here
+            return w8a8_packed_linear_checked(x, packed, packed.kernels)
         return packed_linear_checked(x, packed)  # x checked by forward, packed built here
 
     # -- kernel parameters ------------------------------------------------------------------------
