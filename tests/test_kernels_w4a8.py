@@ -128,7 +128,7 @@ def test_quantlinear_fake_path_equals_the_reference_and_the_int_path_to_the_bit(
     qt = quantize_tensor(w, fmt, (1, g), symmetric=fmt.startswith("int"))
     fake = QuantLinear(qt, "fake", act_bits=8)
     y_fake = fake.forward(x)
-    s, z = fake._w4a8_scale_zero()
+    s, z = fake._scale_zero()
     assert np.array_equal(y_fake, reference.w4a8_linear(x, qt.codes, s, z, g, qt.fmt.storage_bits))
     assert np.array_equal(y_fake, QuantLinear(qt, "int", act_bits=8, kernels=kind).forward(x))
     assert "W4A8" in repr(fake)

@@ -6,6 +6,7 @@
 ``w4a8``         Numba W4A8: 4-bit group-wise weights × int8 per-token activations (vpdpbusd)
 ``vnni``         the vpdpbusd instruction as a Numba intrinsic; CPU feature detection
 ``unpack_dot``   the explicit-vector unpack-and-FMA micro-kernel of the weight-only path
+``lut2``         2-bit weight-only decode by table lookup (T-MAC): no multiply per weight
 ``act_int8``     per-token int8 activation codes and their sums in one pass (W8A8, W4A8)
 ``attention``    decode-step attention over a KV cache (keeps a decode step in one thread pool)
 ``llvm_loops``   the counted-loop IR scaffolding both intrinsics share

@@ -48,6 +48,7 @@ from .checks import (
     check_size,
     check_weight_only,
 )
+from .lut2 import PackedLut2
 from .numba_int import PackedW8A8
 from .threads import threads_for
 from .unpack_dot import (
@@ -407,7 +408,7 @@ def stack_packed(pws: list) -> tuple:
     view into it (no second copy). Row ``r`` of member j sits at row ``64·(blocks before j) + r``
     of the stack; a member's padding rows stay in the stack (their output is dropped).
 
-    ``pws``: all ``PackedWeightOnly`` or all ``PackedW4A8`` (``kernels.w4a8``) sharing bits,
+    ``pws``: all ``PackedWeightOnly``, ``PackedLut2`` or ``PackedW4A8`` of one kind sharing bits,
     in_features and group_size, or all ``PackedW8A8`` sharing kernels and in_features. The
     stack's kernel call computes every member's rows exactly as the member's own call does:
     each 64-row block is an independent computation (for weight-only, on the decode path,
@@ -471,7 +472,8 @@ def _stack_w8a8(ps: list[PackedW8A8]) -> tuple[PackedW8A8, list[PackedW8A8]]:
 
 
 _BLOCK_ARRAYS = {PackedWeightOnly: ("w", "scale", "scale_zero"),
-                 PackedW4A8: ("w", "scale", "zero")}  # fmt: skip
+                 PackedW4A8: ("w", "scale", "zero"),
+                 PackedLut2: ("w", "scale", "scale_zero")}  # fmt: skip
 
 
 def needs_overflow_shift(x: np.ndarray, pw: PackedWeightOnly) -> bool:

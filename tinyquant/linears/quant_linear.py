@@ -35,6 +35,8 @@ from tinyquant.kernels import (
     w4a8_packed_linear_checked,
     w8a8_packed_linear_checked,
 )
+from tinyquant.kernels.lut2 import MAX_TOKENS as LUT2_MAX_TOKENS
+from tinyquant.kernels.lut2 import PackedLut2, lut2_fits, lut2_linear_checked, prepack_lut2
 from tinyquant.kernels.reference import fold_groups
 from tinyquant.quant import (
     QTensor,
@@ -95,7 +97,8 @@ class QuantLinear:
         self._w_fake: np.ndarray | None = None  # dequantized weight, made on first fake call
         self._packed = None  # kernel layout, made on first int call
         self._stacks: dict = {}  # forward_shared: (Linears, stacked layout) by their ids
-        self._sz: tuple[np.ndarray, np.ndarray] | None = None  # W4A8 (scale, zero), made once
+        self._sz: tuple[np.ndarray, np.ndarray] | None = None  # (scale, unsigned zero), made once
+        self._packed_std = None  # 2-bit: the weight_only layout beside the lookup one (prefill)
 
     @classmethod
     def from_weight(
@@ -212,7 +215,10 @@ class QuantLinear:
         if weight_only:
             if needs_overflow_shift(x2, stack):
                 return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
-            y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
+            if isinstance(stack, PackedLut2):
+                y = lut2_linear_checked(x2, stack)  # (T, ΣNB·64)
+            else:
+                y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
         elif first._scheme == "W4A8":
             y = w4a8_packed_linear_checked(x2, stack, first.kernels)  # (T, ΣNB·64)
         else:
@@ -257,7 +263,7 @@ class QuantLinear:
         qx = qg.transpose(1, 0, 2).astype(self._w_fake.dtype)  # (G, T, g)
         acc = np.matmul(qx, self._w_fake)  # (G, T, O), exact
         asum = qg.sum(axis=2, dtype=np.int32)  # (T, G)
-        scale, zero = self._w4a8_scale_zero()
+        scale, zero = self._scale_zero()
         return fold_groups(acc, asum, scale, zero, s_x)  # (T, O)
 
     def _forward_int(self, x: np.ndarray) -> np.ndarray:
@@ -266,6 +272,10 @@ class QuantLinear:
             return w4a8_packed_linear_checked(x, packed, self.kernels)  # x checked by forward
         if self.act_bits == 8:  # x checked by forward, packed built here
             return w8a8_packed_linear_checked(x, packed, packed.kernels)
+        if isinstance(packed, PackedLut2):  # 2-bit: table lookups for decode
+            if x.shape[0] <= LUT2_MAX_TOKENS and not needs_overflow_shift(x, packed):
+                return lut2_linear_checked(x, packed)
+            packed = self._weight_only_params()
         return packed_linear_checked(x, packed)  # x checked by forward, packed built here
 
     # -- kernel parameters ------------------------------------------------------------------------
@@ -286,9 +296,9 @@ class QuantLinear:
             f"zero={'yes' if qt.zero is not None else 'no'}"
         )
 
-    def _w4a8_scale_zero(self) -> tuple[np.ndarray, np.ndarray]:
-        """(s, z) float32 (O, G) with z for *unsigned* codes (signed formats: z + 2^(b−1)),
-        the same two arrays for both paths (made once)."""
+    def _scale_zero(self) -> tuple[np.ndarray, np.ndarray]:
+        """(s, z) float32 (O, G) with z for *unsigned* codes (signed formats: z + 2^(b−1)):
+        what every integer-code kernel takes; for W4A8 the same two arrays on both paths."""
         if self._sz is not None:
             return self._sz
         qt = self.qtensor
@@ -305,22 +315,34 @@ class QuantLinear:
             return self._packed
         qt = self.qtensor
         if self._scheme == "W4A8":
-            scale, zero = self._w4a8_scale_zero()
+            scale, zero = self._scale_zero()
             self._packed = prepack_w4a8(qt.codes, scale, zero, self.group_size,
                                         qt.fmt.storage_bits)  # fmt: skip
             return self._packed
-        scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, G)
         if self.act_bits == 8:
             # a signed int8 QTensor stores u = q + 128: exactly the VNNI operand
+            scale = np.ascontiguousarray(qt.scale_values(), dtype=np.float32)  # (O, 1)
             self._packed = pack_w8a8_u8(np.ascontiguousarray(qt.codes), scale[:, 0].copy(),
                                         self.kernels)  # fmt: skip
             return self._packed
+        scale, zero = self._scale_zero()  # (O, G) each
         bits = qt.fmt.storage_bits
-        zero = np.zeros(scale.shape, np.float32) if qt.zero is None else qt.zero.astype(np.float32)
-        if qt.fmt.signed:
-            zero = zero + np.float32(1 << (bits - 1))  # unsigned codes: q_u = q + 2^(b−1)
-        self._packed = prepack(qt.codes, scale, zero, self.group_size, bits)
+        if bits == 2 and lut2_fits(self.in_features, self.group_size):
+            self._packed = prepack_lut2(qt.codes, scale, zero, self.group_size)  # lookup tables
+        else:
+            self._packed = prepack(qt.codes, scale, zero, self.group_size, bits)
         return self._packed
+
+    def _weight_only_params(self):
+        """The ``weight_only`` layout (prefill, or a 2-bit weight whose x the lookup kernel
+        cannot take), built on first use."""
+        packed = self._int_params()
+        if not isinstance(packed, PackedLut2):
+            return packed
+        if self._packed_std is None:
+            scale, zero = self._scale_zero()
+            self._packed_std = prepack(self.qtensor.codes, scale, zero, self.group_size, 2)
+        return self._packed_std
 
 
 def _padded_rows(packed) -> int:
