@@ -167,9 +167,10 @@ def test_linears_sharing_an_input_in_one_call_equal_their_own_calls_bit_for_bit(
     x = rng.standard_normal((1, T, 256)).astype(np.float32)
     alone = [w.forward(x) for w in ws]
     shared = QuantLinear.forward_shared(x, ws)
-    assert shared is not None and all(
-        np.array_equal(a, b) for a, b in zip(alone, shared, strict=True)
-    )
+    if shared is None:  # declined only where 2-bit tables give way to each Linear's own layout
+        assert fmt == "int2" and T > 3
+        shared = model.linears(x, ws)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared, strict=True))
     again = [w.forward(x) for w in ws]  # the Linears' own layouts are now views of the stack
     assert all(np.array_equal(a, b) for a, b in zip(alone, again, strict=True))
     assert model.linears(x, ws)[2].shape == (1, T, 7)

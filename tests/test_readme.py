@@ -28,3 +28,10 @@ def test_readme_test_command_is_the_one_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -e ".[dev]" && python -m pytest' in README
     assert 'pip install --quiet -e ".[dev]"' in ci and "python -m pytest" in ci
+
+
+def test_readme_decode_table_is_exactly_the_committed_decode_run():
+    from tinyquant.bench.decode import format_decode_table
+
+    rows = json.loads((FIGURES / "decode_bench.json").read_text())
+    assert format_decode_table(rows) in README

@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive(int),
         default=None,
-        help="decode: threads for tinyquant and llama.cpp (default: all cores)",
+        help="decode: threads for tinyquant and llama.cpp; kernels: Numba threads (default: all)",
     )
     p.add_argument(
         "--formats",

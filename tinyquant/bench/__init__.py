@@ -44,7 +44,8 @@ def time_it(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> tupl
 def run_suites(names: list[str], quick: bool, **options) -> list[dict]:
     """Run the named suites (the default ones when ``names`` is empty), concatenating their rows.
 
-    ``options`` (``shape``, ``threads``) go to the decode suite.
+    ``options`` (``shape``, ``threads``, ``formats``, ``llama_cpp``) go to the decode suite;
+    ``threads`` to the kernels suite too.
     """
     unknown = [n for n in names if n not in SUITES]
     if unknown:
@@ -52,6 +53,8 @@ def run_suites(names: list[str], quick: bool, **options) -> list[dict]:
     rows: list[dict] = []
     for name in names or list(DEFAULT_SUITES):
         module = importlib.import_module(SUITES[name])
-        extra = {k: v for k, v in options.items() if v is not None} if name == "decode" else {}
+        given = {k: v for k, v in options.items() if v is not None}
+        takes = {"decode": set(given), "kernels": {"threads"}}.get(name, set())
+        extra = {k: v for k, v in given.items() if k in takes}
         rows.extend(module.run(quick=quick, **extra))
     return rows

@@ -263,3 +263,32 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
               file=sys.stderr, flush=True)  # fmt: skip
         rows.append(row)
     return rows
+
+
+def format_decode_table(rows: list[dict]) -> str:
+    """The committed decode run as a Markdown table: a row per format, the shortest and longest
+    context, and llama.cpp beside the formats it is compared with.
+
+    >>> r = [{"name": "decode fp32", "context": 16, "tokens_per_s": 7.0, "speedup": 1.0,
+    ...       "roofline_pct": 80.0, "weight_bytes": 4e9}]
+    >>> print(format_decode_table(r).splitlines()[2])
+    | fp32 | 4000 | 7.00 | ×1.00 | 80% | 7.00 | ×1.00 |  |
+    """
+    dec = [r for r in rows if r["name"].startswith("decode ")]
+    c0, c1 = min(r["context"] for r in dec), max(r["context"] for r in dec)
+    by = {(r["name"][7:], r["context"]): r for r in dec}
+    peers: dict[str, list[str]] = {}
+    for r in rows:
+        if r["name"].startswith("llama.cpp decode "):
+            t = r["name"].split()[-1]
+            for f, ratio in r.get("tinyquant_over_llama_cpp_by_format", {}).items():
+                peers.setdefault(f, []).append(f"{t} {r['tokens_per_s']:.2f} tok/s (×{ratio:.2f})")
+    out = [f"| format | MB/token (weights) | tok/s, ctx {c0} | × FP32 | % of roofline | "
+           f"tok/s, ctx {c1} | × FP32 | llama.cpp, ctx {c0} (tinyquant ÷ llama.cpp) |",
+           "|---|--:|--:|--:|--:|--:|--:|---|"]  # fmt: skip
+    for f in dict.fromkeys(name for name, _ in by):
+        a, b = by[f, c0], by[f, c1]
+        out.append(f"| {f} | {a['weight_bytes'] / 1e6:.0f} | {a['tokens_per_s']:.2f} | "
+                   f"×{a['speedup']:.2f} | {a['roofline_pct']:.0f}% | {b['tokens_per_s']:.2f} | "
+                   f"×{b['speedup']:.2f} | {'; '.join(peers.get(f, []))} |")  # fmt: skip
+    return "\n".join(out)

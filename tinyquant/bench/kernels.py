@@ -8,7 +8,8 @@ repeats, ``tinyquant.bench.time_it``):
 * GEMM (M, K, N) ∈ {512³, 2048³, 128×4096×11008}: int8 kernels (portable, VNNI; weights packed
   once into the kernel's layout, as a model loads them) vs float32 BLAS and NumPy's int matmul;
 * decoding over Llama-2-7B-shaped blocks (d = 4096, d_ff = 11008: q, k, v, o, gate, up, down;
-  random weights): FP32 BLAS vs W8A16, W8A8, W4A16, W2A16 (group 128) at batch 1, 8, 128.
+  random weights): FP32 BLAS vs W8A16, W8A8, W4A16, W4A8 and W2A16 (group 128; W2A16 also by
+  table lookup, ``kernels/lut2.py``) at batch 1, 8, 128.
   Each format cycles through enough copies of the block that its weights exceed
   ``DECODE_BYTES`` (1.1 GB, more than twice the 480 MiB L3 this machine reports): a benchmark
   that re-reads a cache-resident matrix measures the cache, not DRAM. ``gbps`` = bytes of the
@@ -142,7 +143,8 @@ def _block_shapes(d: int, f: int) -> list[tuple[int, int]]:
 
 def _make_block(fmt: str, d: int, f: int, rng, kernels: str | None = None) -> tuple[list, int]:
     """One block of random weights in ``fmt``'s kernel layout, and its bytes."""
-    from tinyquant.kernels import prepack, prepack_w8a8
+    from tinyquant.kernels import prepack, prepack_w4a8, prepack_w8a8
+    from tinyquant.kernels.lut2 import prepack_lut2
 
     mats, nbytes = [], 0
     for O, I in _block_shapes(d, f):
@@ -154,35 +156,41 @@ def _make_block(fmt: str, d: int, f: int, rng, kernels: str | None = None) -> tu
                              rng.random(O, dtype=np.float32), kernels)  # fmt: skip
             nbytes += m.nbytes
         else:
-            bits = {"w8a16": 8, "w4a16": 4, "w2a16": 2}[fmt]
+            bits = {"w8a16": 8, "w4a16": 4, "w4a8": 4, "w2a16": 2, "w2a16_lut": 2}[fmt]
             packed = rng.integers(0, 256, (O, I * bits // 8), dtype=np.uint8)
             G = I // GROUP
             scale = rng.random((O, G), dtype=np.float32) * np.float32(0.01)
             zero = rng.integers(0, 1 << bits, (O, G)).astype(np.float32)
-            m = prepack(packed, scale, zero, GROUP, bits)
+            if fmt == "w4a8":
+                m = prepack_w4a8(packed, scale, zero, GROUP, bits)
+            elif fmt == "w2a16_lut":
+                m = prepack_lut2(packed, scale, zero, GROUP)
+            else:
+                m = prepack(packed, scale, zero, GROUP, bits)
             nbytes += m.nbytes
         mats.append(m)
     return mats, nbytes
 
 
 def _copy_block(mats: list) -> list:
-    from dataclasses import replace
+    """The same weights in new buffers (every array field of a packed weight copied)."""
+    from dataclasses import fields, replace
 
     out = []
     for m in mats:
         if isinstance(m, np.ndarray):
             out.append(m.copy())
-        elif hasattr(m, "scale_zero"):
-            out.append(replace(m, w=m.w.copy(), scale=m.scale.copy(),
-                               scale_zero=m.scale_zero.copy()))  # fmt: skip
         else:
-            out.append(replace(m, u=m.u.copy(), scale=m.scale.copy()))
+            arrays = {f.name: getattr(m, f.name).copy() for f in fields(m)
+                      if isinstance(getattr(m, f.name), np.ndarray)}  # fmt: skip
+            out.append(replace(m, **arrays))
     return out
 
 
 def _step(fmt: str, blocks: list, xd: np.ndarray, xf: np.ndarray, kernels: str | None):
     """One decoding step: every Linear of every block copy (inputs reused: shapes only)."""
-    from tinyquant.kernels import packed_linear, w8a8_packed_linear
+    from tinyquant.kernels import packed_linear, w4a8_packed_linear, w8a8_packed_linear
+    from tinyquant.kernels.lut2 import lut2_linear_checked
 
     d = xd.shape[1]
     calls = []
@@ -196,6 +204,10 @@ def _step(fmt: str, blocks: list, xd: np.ndarray, xf: np.ndarray, kernels: str |
                 x @ m.T
             elif fmt == "w8a8":
                 w8a8_packed_linear(x, m, kernels)
+            elif fmt == "w4a8":
+                w4a8_packed_linear(x, m)
+            elif fmt == "w2a16_lut":
+                lut2_linear_checked(x, m)  # x: finite float32 from the benchmark
             else:
                 packed_linear(x, m)
 
@@ -209,12 +221,14 @@ def decode(
     target: float | None = None,
     batches: list[int] | None = None,
 ) -> list[dict]:
-    """FP32 BLAS vs W8A16, W8A8, W4A16, W2A16 on 7B-shaped blocks at batch 1, 8, 128.
+    """FP32 BLAS vs W8A16, W8A8, W4A16, W4A8, W2A16 (unpacking and table lookup) on 7B-shaped
+    blocks at batch 1, 8, 128.
 
     ``d``, ``f`` (block widths), ``target`` (bytes of weights per format) and ``batches``
     override the defaults (notebook 05 runs a reduced block).
     """
     from tinyquant.kernels import has_vnni
+    from tinyquant.kernels.lut2 import MAX_TOKENS, lut2_fits
 
     rows: list[dict] = []
     rng = np.random.default_rng(0)
@@ -225,7 +239,10 @@ def decode(
     formats = [("fp32", None), ("w8a16", None), ("w8a8", "portable")]
     if has_vnni():
         formats.append(("w8a8", "vnni"))
-    formats += [("w4a16", None), ("w2a16", None)]
+    formats += [("w4a16", None)]
+    formats += [("w4a8", None)] if has_vnni() else []
+    formats += [("w2a16", None)]
+    formats += [("w2a16_lut", None)] if lut2_fits(d, GROUP) and lut2_fits(f, GROUP) else []
     base: dict[int, tuple[float, float]] = {}
     for fmt, kernels in formats:
         blocks = None  # keep one format's weights in memory at a time
@@ -234,6 +251,8 @@ def decode(
         blocks = [one] + [_copy_block(one) for _ in range(n_copies - 1)]
         name = fmt if kernels is None else f"{fmt}_{kernels}"
         for T in batches:
+            if fmt == "w2a16_lut" and T > MAX_TOKENS:
+                continue  # the lookup kernel is for decoding; prefill takes the W2A16 path
             use = blocks if T <= 8 else blocks[:2]  # many tokens: compute-bound, 2 copies suffice
             xd = rng.standard_normal((T, d), dtype=np.float32)
             xf = rng.standard_normal((T, f), dtype=np.float32)
@@ -323,17 +342,31 @@ def compile_times(quick: bool) -> list[dict]:
     return rows
 
 
-def run(quick: bool) -> list[dict]:
-    """All kernel benchmarks; ``quick`` shrinks shapes and repeats to a smoke test."""
+def run(quick: bool, threads: int | None = None) -> list[dict]:
+    """All kernel benchmarks; ``quick`` shrinks shapes and repeats to a smoke test.
+
+    ``threads`` sets Numba's thread count (default: all cores). The float32 baseline is
+    OpenBLAS's, whose threads only ``OPENBLAS_NUM_THREADS`` sets, before Python starts: for a
+    one-thread table run ``OPENBLAS_NUM_THREADS=1 tinyquant bench kernels --threads 1``.
+    """
+    import numba
+
     from tinyquant.kernels import default_kernels
 
-    print(f"# kernels: default {default_kernels()}", file=sys.stderr, flush=True)
+    if threads is not None:
+        numba.set_num_threads(threads)
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "all cores")
+    print(f"# kernels: default {default_kernels()}; Numba threads {numba.get_num_threads()}, "
+          f"OpenBLAS threads {blas}", file=sys.stderr, flush=True)  # fmt: skip
     rows: list[dict] = []
     rows += compile_times(quick)
     rows += bandwidth(quick)
     rows += gemm(quick)
     rows += dequant_then_matmul(quick)
     rows += decode(quick)
+    for r in rows:
+        r.setdefault("numba_threads", numba.get_num_threads())
+        r.setdefault("openblas_threads", blas)
     return rows
 
 

@@ -216,6 +216,8 @@ class QuantLinear:
             if needs_overflow_shift(x2, stack):
                 return None  # the stack's guard could pick another 2⁻ᵏ than a member's own
             if isinstance(stack, PackedLut2):
+                if x2.shape[0] > LUT2_MAX_TOKENS:
+                    return None  # each Linear's own weight_only layout serves these tokens
                 y = lut2_linear_checked(x2, stack)  # (T, ΣNB·64)
             else:
                 y = packed_linear_checked(x2, stack)  # (T, ΣNB·64)
