@@ -10,7 +10,10 @@ and ``% roofline`` = (bytes/token × tokens/s) / bandwidth, with the bandwidth m
 same run (the best of a one-thread NumPy and an all-threads Numba sum of a 1 GiB array). Every
 recipe quantizes ``output`` too (as llama.cpp's types do); the embedding is a gathered row.
 The baseline of every row is FP32 decoding in the same run: ``speedup`` = its seconds per token
-over the row's. The decode context is prefilled with seeded random keys/values (the attention
+over the row's (medians; ``speedup_rounds`` per round). All formats' models are built first and
+timed in rounds, each round decoding every format once, so that a slow minute of a shared machine
+falls on every format alike (three full runs timed format after format had spread W4A16's ratio
+over ×4.39–5.09). The decode context is prefilled with seeded random keys/values (the attention
 cost at that length, without a slow prefill); prefill speed is its own row.
 
 llama.cpp side by side (optional, ``llama-cpp-python``): the same weights written as an F32
@@ -200,46 +203,55 @@ def run(quick: bool = False, shape: str | None = None, threads: int | None = Non
     t0 = time.perf_counter()
     params = init_params(cfg, seed=0)
     print(f"# random weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    rows, base = [], {}
+    # 1) every format's model, and its prefill (one format at a time)
+    rows, base, models = [], {}, {}
     for fmt in chosen:
         preset = FORMATS[fmt]
         t0 = time.perf_counter()
-        m = (
-            quantize_model(params, cfg, _with_output(preset))
-            if preset != "fp32"
-            else Model(params, cfg)
-        )
-        m = m.with_path("int") if preset != "fp32" else m
-        qs = time.perf_counter() - t0
-        w_bytes = weight_bytes_per_token(m)
+        if preset == "fp32":
+            m = Model(params, cfg)
+        else:
+            m = quantize_model(params, cfg, _with_output(preset)).with_path("int")
+        models[fmt] = (m, time.perf_counter() - t0)
         pre = _prefill_seconds(m.params, cfg, n_pre, reps)
+        base.setdefault("prefill", statistics.median(pre))
         rows.append({"name": f"prefill {fmt}", "shape": name, "seconds": statistics.median(pre),
                      "min_seconds": min(pre), "tokens_per_s": n_pre / statistics.median(pre),
                      "threads": threads, "baseline": "fp32 prefill",
-                     "baseline_seconds": base.get("prefill", statistics.median(pre))})  # fmt: skip
-        base.setdefault("prefill", statistics.median(pre))
-        rows[-1]["speedup"] = rows[-1]["baseline_seconds"] / rows[-1]["seconds"]
+                     "baseline_seconds": base["prefill"],
+                     "speedup": base["prefill"] / statistics.median(pre)})  # fmt: skip
+    # 2) decoding in rounds — every format and context once per round — so that a slow minute
+    #    of a shared machine lands on all formats alike, not on one
+    sec: dict[tuple[str, int], list[float]] = {(f, c): [] for f in chosen for c in contexts}
+    for _ in range(reps):
+        for fmt in chosen:
+            for c in contexts:
+                sec[fmt, c] += _decode_seconds(models[fmt][0].params, cfg, c, n_tok, 1)
+    for fmt in chosen:
+        m, qs = models[fmt]
+        w_bytes = weight_bytes_per_token(m)
         for c in contexts:
-            sec = _decode_seconds(m.params, cfg, c, n_tok, reps)
-            med = statistics.median(sec)
-            base.setdefault(c, med)
+            t, t0 = sec[fmt, c], sec["fp32", c]
+            med = statistics.median(t)
             per_tok = w_bytes + kv_bytes_per_token(cfg, c)
             row = {"name": f"decode {fmt}", "shape": name, "context": c, "seconds": med,
-                   "min_seconds": min(sec), "tokens_per_s": 1 / med, "threads": threads,
-                   "baseline": "fp32 decode", "baseline_seconds": base[c],
-                   "speedup": base[c] / med, "speedup_min": base[c] / med,
+                   "min_seconds": min(t), "tokens_per_s": 1 / med, "threads": threads,
+                   "baseline": "fp32 decode", "baseline_seconds": statistics.median(t0),
+                   "speedup": statistics.median(t0) / med, "speedup_min": min(t0) / min(t),
+                   "speedup_rounds": [a / b for a, b in zip(t0, t, strict=True)],
                    "bytes_per_token": per_tok, "weight_bytes": w_bytes,
                    "gbps": per_tok / med / 1e9, "roofline_pct": 100 * per_tok / med / bw,
                    "bandwidth_gbps": bw / 1e9, "rss_bytes": _rss(),
-                   "path": m.path if preset != "fp32" else "fp32",
-                   "quantize_seconds": qs}  # fmt: skip
-            print(f"decode {fmt:11s} ctx {c:5d}  {1 / med:7.2f} tok/s (best {1 / min(sec):7.2f})"
-                  f"  ×{row['speedup']:.2f} vs fp32  {per_tok / 1e6:8.1f} MB/token  "
-                  f"{row['gbps']:5.1f} GB/s = {row['roofline_pct']:4.0f}% of the roofline  "
-                  f"RSS {row['rss_bytes'] / 2**30:.1f} GiB", file=sys.stderr,
-                  flush=True)  # fmt: skip
+                   "path": m.path if fmt != "fp32" else "fp32", "quantize_seconds": qs}  # fmt: skip
+            print(f"decode {fmt:11s} ctx {c:5d}  {1 / med:7.2f} tok/s (best {1 / min(t):7.2f})"
+                  f"  ×{row['speedup']:.2f} vs fp32 (rounds "
+                  f"{', '.join(f'{x:.2f}' for x in row['speedup_rounds'])})  "
+                  f"{per_tok / 1e6:8.1f} MB/token  {row['gbps']:5.1f} GB/s = "
+                  f"{row['roofline_pct']:4.0f}% of the roofline  "
+                  f"RSS {row['rss_bytes'] / 2**30:.1f} GiB",
+                  file=sys.stderr, flush=True)  # fmt: skip
             rows.append(row)
-        del m
+    del models, m  # free our models before llama.cpp loads its own copies
     ours = {r["name"]: r for r in rows if r.get("context") == contexts[0]}
     llama = _llama_cpp_rows(params, cfg, threads, n_tok * 4, contexts[0], reps) if llama_cpp else {}
     for t, (tps, w_bytes) in llama.items():
