@@ -252,3 +252,24 @@ def check_w4a8(x, packed, scale, zero, group_size: int, bits: int) -> None:
             "g · 15 · 127 could overflow; use smaller groups"
         )
     check_weight_only(x, packed, scale, zero, group_size, bits)
+
+
+def scale_term_bound(name: str, scale: np.ndarray, scale_zero: np.ndarray, qmax: int) -> float:
+    """max over rows and groups of qmax·|s| + |s·z| (float64) of a packed weight's per-group
+    ``scale`` and ``scale_zero``: a bound on every term a weight-only kernel adds. Refuses NaN,
+    Inf, and a bound at or beyond float32's max (a term could overflow before any sum).
+
+    >>> s, sz = np.full((1, 1, 64), 0.5, np.float32), np.zeros((1, 1, 64), np.float32)
+    >>> scale_term_bound("pw", s, sz, 15)
+    7.5
+    """
+    for field_name, a in (("scale", scale), ("scale_zero", scale_zero)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}.{field_name} contains NaN or Inf; re-quantize")
+    terms = qmax * np.abs(scale, dtype=np.float64) + np.abs(scale_zero)
+    bound = float(terms.max()) if terms.size else 0.0
+    f32_max = float(np.finfo(np.float32).max)
+    if not bound < f32_max:
+        raise ValueError(f"{name} scales reach q·s + |s·z| = {bound:.3g}, beyond float32's "
+                         f"{f32_max:.3g}; re-quantize with smaller scales")  # fmt: skip
+    return bound

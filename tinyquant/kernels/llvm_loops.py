@@ -11,7 +11,8 @@ one shape; only the body and the final store differ:
 In SSA form that is three blocks, entry → loop ⟲ → done, with one phi per accumulator at the top
 of the loop (0 from entry, the new value from the loop's end) and one more in done (0 when the
 loop never ran). ``counted_loop`` writes those blocks and phis; ``declare``, ``prefetch`` and
-``broadcast`` are the three other lines both kernels needed.
+``broadcast`` are the three other lines both kernels needed; ``store_vectors`` writes a run of
+accumulators back to memory, as every kernel ends.
 
 Caching caveat (as in ``unpack_dot``): Numba's on-disk cache of the calling kernels is keyed
 on *their* source; after editing this file, clear the ``__pycache__`` of ``kernels/``.
@@ -101,3 +102,10 @@ def counted_loop(
         fin.add_incoming(v, latch)
         fins.append(fin)
     return fins
+
+
+def store_vectors(builder: ir.IRBuilder, ptr: ir.Value, vectors: list[ir.Value]) -> None:
+    """Store ``vectors`` (each L floats) one after another from the float pointer ``ptr``."""
+    for k, v in enumerate(vectors):
+        at = builder.gep(ptr, [I64(v.type.count * k)])
+        builder.store(v, builder.bitcast(at, v.type.as_pointer()), align=4)

@@ -42,10 +42,10 @@ from numba.extending import intrinsic
 
 from tinyquant.quant.pack import unpack
 
-from .checks import check_buffer, check_size, check_weight_only
-from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
+from .checks import check_buffer, check_size, check_weight_only, scale_term_bound
+from .llvm_loops import I8, I32, I64, counted_loop, declare, prefetch, store_vectors
 from .threads import threads_for
-from .unpack_dot import USE_LUT
+from .unpack_dot import USE_LUT, fold_group
 
 __all__ = ["MAX_TOKENS", "PackedLut2", "lut2_fits", "prepack_lut2", "lut2_linear_checked"]
 
@@ -78,11 +78,8 @@ class PackedLut2:
 
     def __post_init__(self):
         self.check_layout("PackedLut2")
-        for name in ("scale", "scale_zero"):
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise ValueError(f"PackedLut2.{name} contains NaN or Inf; re-quantize")
-        terms = 3 * np.abs(self.scale, dtype=np.float64) + np.abs(self.scale_zero)
-        object.__setattr__(self, "term_bound", float(terms.max()) if terms.size else 0.0)
+        bound = scale_term_bound("PackedLut2", self.scale, self.scale_zero, 3)  # qmax = 3
+        object.__setattr__(self, "term_bound", bound)
 
     @property
     def bits(self) -> int:
@@ -165,11 +162,10 @@ def _make_block():
 
         def codegen(context, builder, signature, args):
             w_a, t_a, xs_a, s_a, sz_a, ng_v, spg_v, y_a = args
-            fma = declare(builder, "llvm.fma.v16f32", v16f, [v16f, v16f, v16f])
             permvar = declare(builder, "llvm.x86.avx512.permvar.sf.512", v16f, [v16f, v16i])
             wp, tp = builder.inttoptr(w_a, I8.as_pointer()), builder.inttoptr(t_a, I8.as_pointer())
             xsp = builder.inttoptr(xs_a, f32.as_pointer())
-            sp, szp = (builder.inttoptr(a, I8.as_pointer()) for a in (s_a, sz_a))  # byte offsets
+            sp, szp = (builder.inttoptr(a, f32.as_pointer()) for a in (s_a, sz_a))
             zero = ir.Constant(v16f, None)
 
             def load(base, byte_offset, ty):
@@ -193,19 +189,10 @@ def _make_block():
                     return new
 
                 accs = counted_loop(builder, spg_v, 4, zero, step, "lut")
-                xsv = broadcast(builder, builder.load(builder.gep(xsp, [gi])), v16f)
-                new = []
-                for j in range(4):
-                    at = builder.mul(builder.add(builder.mul(gi, I64(ROWS)), I64(16 * j)), I64(4))
-                    o = builder.call(fma, [load(sp, at, v16f), accs[j], outs[j]])
-                    new.append(builder.fsub(o, builder.fmul(load(szp, at, v16f), xsv)))
-                return new
+                return fold_group(builder, sp, szp, xsp, gi, accs, outs)  # as unpack_dot's
 
             outs = counted_loop(builder, ng_v, 4, zero, group, "grp")
-            yp = builder.inttoptr(y_a, f32.as_pointer())
-            for j, o in enumerate(outs):
-                ptr = builder.bitcast(builder.gep(yp, [I64(16 * j)]), v16f.as_pointer())
-                builder.store(o, ptr, align=4)
+            store_vectors(builder, builder.inttoptr(y_a, f32.as_pointer()), outs)
             return context.get_dummy_value()
 
         return sig, codegen

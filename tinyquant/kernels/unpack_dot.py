@@ -48,7 +48,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch
+from .llvm_loops import I8, I32, I64, broadcast, counted_loop, declare, prefetch, store_vectors
 
 ROWS = 64  # rows per block = 4 vectors of 16 float32 lanes
 PREFETCH_BYTES = 2048  # how far ahead of the current column the weights are prefetched
@@ -141,15 +141,32 @@ def _make_unpack_dot(bits: int, tt: int, lut: bool):
                 return new
 
             fins = counted_loop(builder, n_v, tt * 4, ir.Constant(v16f, None), body, "ud")
-            # 3) store the accumulators once
-            for k, f in enumerate(fins):
-                ptr = builder.bitcast(builder.gep(accp, [I64(16 * k)]), v16f.as_pointer())
-                builder.store(f, ptr, align=4)
+            store_vectors(builder, accp, fins)  # 3) store the accumulators once
             return context.get_dummy_value()
 
         return sig, codegen
 
     return unpack_dot
+
+
+def fold_group(builder: ir.IRBuilder, sp, szp, xsp, gi, accs: list, outs: list) -> list:
+    """The zero-point fold of group ``gi`` for one 64-row block, in registers:
+
+        out[r] += s[gi, r] · acc[r] − sz[gi, r] · xs[gi]          r < 64 (4 vectors of 16)
+
+    sp, szp: float pointers to the block's (G, 64) scales and s·z; xsp: the token's group sums.
+    """
+    v16f = accs[0].type
+    fma = declare(builder, "llvm.fma.v16f32", v16f, [v16f, v16f, v16f])
+    xs = broadcast(builder, builder.load(builder.gep(xsp, [gi])), v16f)
+    new = []
+    for j in range(4):
+        at = builder.add(builder.mul(gi, I64(ROWS)), I64(16 * j))
+        s_v, sz_v = (builder.load(builder.bitcast(builder.gep(p, [at]), v16f.as_pointer()), align=4)
+                     for p in (sp, szp))  # fmt: skip
+        o = builder.call(fma, [s_v, accs[j], outs[j]])
+        new.append(builder.fsub(o, builder.fmul(sz_v, xs)))
+    return new
 
 
 def _make_unpack_dot_groups(bits: int, lut: bool):
@@ -194,25 +211,10 @@ def _make_unpack_dot_groups(bits: int, lut: bool):
                     return [builder.call(fma, [q[j], xv, accs[j]]) for j in range(4)]
 
                 accs = counted_loop(builder, g_v, 4, zero, column, "col")
-                # 2) out[r] += s[gi, r] · acc[r] − sz[gi, r] · xs[gi]
-                xs = broadcast(builder, builder.load(builder.gep(xsp, [gi])), v16f)
-                new = []
-                for j in range(4):
-                    at = builder.add(builder.mul(gi, I64(ROWS)), I64(16 * j))
-                    s_v = builder.load(builder.bitcast(builder.gep(sp, [at]), v16f.as_pointer()),
-                                       align=4)  # fmt: skip
-                    sz_v = builder.load(
-                        builder.bitcast(builder.gep(szp, [at]), v16f.as_pointer()), align=4
-                    )
-                    o = builder.call(fma, [s_v, accs[j], outs[j]])
-                    new.append(builder.fsub(o, builder.fmul(sz_v, xs)))
-                return new
+                return fold_group(builder, sp, szp, xsp, gi, accs, outs)  # 2) scales, zeros
 
             outs = counted_loop(builder, ng_v, 4, zero, group, "grp")
-            yp = builder.inttoptr(y_a, f32.as_pointer())
-            for j, o in enumerate(outs):
-                ptr = builder.bitcast(builder.gep(yp, [I64(16 * j)]), v16f.as_pointer())
-                builder.store(o, ptr, align=4)
+            store_vectors(builder, builder.inttoptr(y_a, f32.as_pointer()), outs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -47,6 +47,7 @@ from .checks import (
     check_buffer,
     check_size,
     check_weight_only,
+    scale_term_bound,
 )
 from .lut2 import PackedLut2
 from .numba_int import PackedW8A8
@@ -119,17 +120,8 @@ class PackedWeightOnly:
 
     def __post_init__(self):
         self.check_layout("PackedWeightOnly")
-        for name in ("scale", "scale_zero"):
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise ValueError(f"PackedWeightOnly.{name} contains NaN or Inf; re-quantize")
         qmax = (1 << self.store_bits) - 1  # any value a field can hold
-        terms = qmax * np.abs(self.scale, dtype=np.float64) + np.abs(self.scale_zero)
-        bound = float(terms.max()) if terms.size else 0.0
-        if not bound < _F32_MAX:
-            raise ValueError(
-                f"PackedWeightOnly scales reach q·s + |s·z| = {bound:.3g}, beyond float32's "
-                f"{_F32_MAX:.3g}; re-quantize with smaller scales"
-            )
+        bound = scale_term_bound("PackedWeightOnly", self.scale, self.scale_zero, qmax)
         object.__setattr__(self, "term_bound", bound)
 
     def check_layout(self, name: str = "pw") -> None:
